@@ -1,0 +1,38 @@
+# make run   : build and run the main job (a short DALS training demo printing per-layer trust ratios)
+# make test  : build and run the test suite
+# make bench : build and run the step-throughput benchmark
+# Each target bootstraps .venv (torch==2.13.0 + requirements.txt) and builds the extension in place.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS := $(VENV)/.deps-installed
+EXT := $(VENV)/.ext-built
+SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cuh' -o -name '*.cu')
+
+.PHONY: run test bench build clean
+
+run: $(EXT)
+	$(PY) -m torch_layerlr demo
+
+test: $(EXT)
+	$(PY) -m pytest -q tests
+
+bench: $(EXT)
+	$(PY) benchmarks/step_throughput.py
+
+build: $(EXT)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(DEPS): requirements.txt | $(PY)
+	$(PY) -m pip install -q torch==2.13.0 -r requirements.txt
+	touch $@
+
+$(EXT): $(DEPS) $(SOURCES)
+	MAX_JOBS=2 $(PY) setup.py -q build_ext --inplace
+	touch $@
+
+clean:
+	rm -rf build torch_layerlr/*.so $(EXT)

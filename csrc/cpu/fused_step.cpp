@@ -1,0 +1,228 @@
+// CPU backend of the fused step: at::vec inner loops, at::parallel_for over fixed-size chunks.
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+
+#include <vector>
+
+#include "../engine/step_args.h"
+#include "../engine/step_math.h"
+#include "cpu_backend.h"
+#include "loops.h"
+
+namespace layerlr::cpu {
+namespace {
+
+// Index constants of the per-tensor pointer table.
+constexpr int kParamIdx = 0, kGradIdx = 1, kFilterIdx = 2, kExpAvgIdx = 3, kExpAvgSqIdx = 4, kDepth = 5;
+
+template <typename scalar_t>
+struct Slot {
+  scalar_t* ptr[kDepth];
+};
+
+// One recipe shape. kTwoPass recipes call norms() on every chunk, then update() with c.update_filter off.
+template <typename scalar_t, bool kFilter, Moment kMoment, bool kBuffer, Trust kTrust>
+struct Kernel {
+  using T = at::opmath_type<scalar_t>;
+  static constexpr bool kPre = kTrust == Trust::kLars;
+
+  // Pass 1: advance the filter (and Adam's moments), accumulate ||p||^2 and ||u||^2 of the trust direction.
+  template <typename V>
+  static void norms(const Slot<scalar_t>& s, int64_t i, const Coef<T>& c, V& sq_p, V& sq_u) {
+    using io = IO<scalar_t, V>;
+    const V p = io::load(s.ptr[kParamIdx] + i);
+    V f = kFilter ? io::load(s.ptr[kFilterIdx] + i) : V(0);
+    V u = filtered_grad<kFilter>(io::load(s.ptr[kGradIdx] + i), f, c);
+    if (kFilter && c.update_filter) io::store(s.ptr[kFilterIdx] + i, f);
+    if constexpr (kMoment == Moment::kAdam) {
+      u = u + V(c.wd_coupled) * p;
+      V m = io::load(s.ptr[kExpAvgIdx] + i), v = io::load(s.ptr[kExpAvgSqIdx] + i);
+      adam_moments(u, m, v, c);
+      io::store(s.ptr[kExpAvgIdx] + i, m);
+      io::store(s.ptr[kExpAvgSqIdx] + i, v);
+      u = adam_direction(m, v, p, c);
+    } else if constexpr (!kPre) {
+      u = u + V(c.wd_coupled) * p;  // LARS takes ||g|| and adds wd*||p|| in the ratio instead
+    }
+    sq_p = sq_p + p * p;
+    sq_u = sq_u + u * u;
+  }
+
+  // The update: the whole step for one-pass recipes, pass 2 (moments already advanced) for two-pass ones.
+  template <typename V>
+  static void update(const Slot<scalar_t>& s, int64_t i, const Coef<T>& c) {
+    using io = IO<scalar_t, V>;
+    const V p = io::load(s.ptr[kParamIdx] + i);
+    if constexpr (kMoment == Moment::kAdam) {
+      V m = io::load(s.ptr[kExpAvgIdx] + i), v = io::load(s.ptr[kExpAvgSqIdx] + i);
+      if (kTrust == Trust::kNone) {
+        V f = kFilter ? io::load(s.ptr[kFilterIdx] + i) : V(0);
+        const V g = filtered_grad<kFilter>(io::load(s.ptr[kGradIdx] + i), f, c) + V(c.wd_coupled) * p;
+        if (kFilter && c.update_filter) io::store(s.ptr[kFilterIdx] + i, f);
+        adam_moments(g, m, v, c);
+        io::store(s.ptr[kExpAvgIdx] + i, m);
+        io::store(s.ptr[kExpAvgSqIdx] + i, v);
+      }
+      io::store(s.ptr[kParamIdx] + i, adam_update(p, adam_direction(m, v, p, c), c));
+    } else {
+      V f = kFilter ? io::load(s.ptr[kFilterIdx] + i) : V(0);
+      const V u = filtered_grad<kFilter>(io::load(s.ptr[kGradIdx] + i), f, c) + V(c.wd_coupled) * p;
+      if (kFilter && c.update_filter) io::store(s.ptr[kFilterIdx] + i, f);
+      V buf = kBuffer ? io::load(s.ptr[kExpAvgIdx] + i) : V(0);
+      io::store(s.ptr[kParamIdx] + i, sgd_update<kBuffer, kPre>(p, u, buf, c));
+      if (kBuffer) io::store(s.ptr[kExpAvgIdx] + i, buf);
+    }
+  }
+
+  static void norms_range(const Slot<scalar_t>& s, int64_t begin, int64_t end, const Coef<T>& c,
+                          double* out) {
+    using Vec = at::vec::Vectorized<T>;
+    Vec vp(0), vu(0);
+    int64_t i = begin;
+    for (; i + Vec::size() <= end; i += Vec::size()) norms<Vec>(s, i, c, vp, vu);
+    T tp = 0, tu = 0;
+    for (; i < end; ++i) norms<T>(s, i, c, tp, tu);
+    out[0] = static_cast<double>(lane_sum(vp)) + static_cast<double>(tp);
+    out[1] = static_cast<double>(lane_sum(vu)) + static_cast<double>(tu);
+  }
+
+  static void update_range(const Slot<scalar_t>& s, int64_t begin, int64_t end, const Coef<T>& c) {
+    using Vec = at::vec::Vectorized<T>;
+    int64_t i = begin;
+    for (; i + Vec::size() <= end; i += Vec::size()) update<Vec>(s, i, c);
+    for (; i < end; ++i) update<T>(s, i, c);
+  }
+};
+
+template <typename scalar_t, bool kFilter, Moment kMoment, bool kBuffer, Trust kTrust>
+void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
+  using K = Kernel<scalar_t, kFilter, kMoment, kBuffer, kTrust>;
+  using T = typename K::T;
+  const Recipe& r = a.recipe;
+  const int64_t n = static_cast<int64_t>(a.params.size());
+
+  // Host side of the step: per-tensor numbers in double (NOTE in coef.h).
+  const double lr = read_scalar(a.lr);
+  const double scale = a.grad_scale ? read_scalar(*a.grad_scale) : 1.0;
+  const double alpha = a.filter_coef ? read_scalar(*a.filter_coef, 0) : 0.0;
+  const double gate = a.filter_coef ? read_scalar(*a.filter_coef, 1) : 1.0;
+  std::vector<TensorInputs> inputs(n);
+  std::vector<Coef<T>> coefs(n);
+  std::vector<Slot<scalar_t>> slots(n);
+  std::vector<Chunk> chunks;
+  int64_t total = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    TensorInputs& in = inputs[t];
+    in.lr = lr * read_scalar(a.lr_mult, t);
+    in.weight_decay = read_scalar(a.weight_decay, t);
+    in.blend = read_scalar(a.blend, t);
+    in.trust = read_scalar(a.trust, t) != 0.0;
+    in.step = read_scalar(a.steps[t]) + 1.0;
+    in.filter_alpha = alpha;
+    in.filter_gate = gate;
+    in.grad_scale = scale;
+    coefs[t] = make_coef<T>(r, in);
+    for (int d = 0; d < kDepth; ++d) {
+      const at::Tensor& v = views[t * kDepth + d];
+      slots[t].ptr[d] = v.defined() ? static_cast<scalar_t*>(v.data_ptr()) : nullptr;
+    }
+    const int64_t numel = a.params[t].numel();
+    for (int64_t b = 0; b < numel; b += kChunk) chunks.push_back({t, b, std::min(numel, b + kChunk)});
+    total += numel;
+  }
+
+  if constexpr (kTrust != Trust::kNone) {
+    std::vector<double> partials(2 * chunks.size());
+    for_each_chunk(chunks, total, [&](int64_t k) {
+      const Chunk& ch = chunks[k];
+      K::norms_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor], &partials[2 * k]);
+    });
+    std::vector<double> sq(2 * n, 0.0);
+    for (size_t k = 0; k < chunks.size(); ++k) {
+      sq[2 * chunks[k].tensor] += partials[2 * k];
+      sq[2 * chunks[k].tensor + 1] += partials[2 * k + 1];
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      const double ratio = trust_ratio(r, inputs[t], sq[2 * t], sq[2 * t + 1]);
+      coefs[t].ratio = static_cast<T>(ratio);
+      coefs[t].update_filter = false;  // pass 1 advanced the filter
+      if (a.trust_ratios) write_scalar(*a.trust_ratios, t, ratio);
+    }
+  }
+  for_each_chunk(chunks, total, [&](int64_t k) {
+    const Chunk& ch = chunks[k];
+    K::update_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor]);
+  });
+}
+
+template <typename scalar_t>
+void dispatch_recipe(const StepArgs& a, const std::vector<at::Tensor>& views) {
+  const Recipe& r = a.recipe;
+  const bool filter = r.filter != Filter::kNone;
+  const bool buffer = r.has_momentum_buffer();
+#define LAYERLR_RUN(F, M, B, TR) run<scalar_t, F, Moment::M, B, Trust::TR>(a, views)
+#define LAYERLR_TRUST(F, M, B)                                         \
+  switch (r.trust) {                                                   \
+    case Trust::kNone: return LAYERLR_RUN(F, M, B, kNone);             \
+    case Trust::kLars: return LAYERLR_RUN(F, M, B, kLars);             \
+    case Trust::kUpdate: return LAYERLR_RUN(F, M, B, kUpdate);         \
+  }
+#define LAYERLR_MOMENT(F)                                              \
+  if (r.moment == Moment::kAdam) {                                     \
+    if (r.trust == Trust::kNone) return LAYERLR_RUN(F, kAdam, false, kNone); \
+    return LAYERLR_RUN(F, kAdam, false, kUpdate);                      \
+  }                                                                    \
+  if (buffer) { LAYERLR_TRUST(F, kSgd, true) }                         \
+  else { LAYERLR_TRUST(F, kSgd, false) }
+  if (filter) {
+    LAYERLR_MOMENT(true)
+  } else {
+    LAYERLR_MOMENT(false)
+  }
+#undef LAYERLR_MOMENT
+#undef LAYERLR_TRUST
+#undef LAYERLR_RUN
+}
+
+// NOTE: [strided tensors]
+// The loops walk memory linearly. That is right whenever a tensor and all its companions (grad, filter,
+// moments) are dense and share one stride layout, the usual case: grads and states are created like the
+// param. Anything else runs on contiguous copies that are written back afterwards.
+bool same_dense_layout(const at::Tensor& p, const at::Tensor& other) {
+  return other.strides() == p.strides();
+}
+
+}  // namespace
+
+void fused_step(const StepArgs& a) {
+  if (a.found_inf && read_scalar(*a.found_inf) != 0.0) return;  // GradScaler: skip, state untouched
+  const int64_t n = static_cast<int64_t>(a.params.size());
+  if (n == 0) return;
+
+  // views[t*kDepth + d]: the tensor each slot points into (undefined where the recipe has no such state).
+  std::vector<at::Tensor> views(n * kDepth), write_back(n * kDepth);
+  for (int64_t t = 0; t < n; ++t) {
+    const at::Tensor& p = a.params[t];
+    const at::Tensor* src[kDepth] = {&p, &a.grads[t], a.filters.empty() ? nullptr : &a.filters[t],
+                                     a.exp_avgs.empty() ? nullptr : &a.exp_avgs[t],
+                                     a.exp_avg_sqs.empty() ? nullptr : &a.exp_avg_sqs[t]};
+    bool direct = p.is_non_overlapping_and_dense();
+    for (int d = 1; d < kDepth && direct; ++d)
+      if (src[d]) direct = same_dense_layout(p, *src[d]);
+    for (int d = 0; d < kDepth; ++d) {
+      if (!src[d]) continue;
+      views[t * kDepth + d] = direct ? *src[d] : src[d]->contiguous();
+      if (!direct && d != kGradIdx) write_back[t * kDepth + d] = *src[d];
+    }
+  }
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.params[0].scalar_type(), "layerlr_fused_step",
+                                  [&] { dispatch_recipe<scalar_t>(a, views); });
+
+  for (int64_t k = 0; k < n * kDepth; ++k)
+    if (write_back[k].defined()) write_back[k].copy_(views[k]);
+  for (const at::Tensor& s : a.steps) write_scalar(s, 0, read_scalar(s) + 1.0);
+}
+
+}  // namespace layerlr::cpu

@@ -1,0 +1,54 @@
+"""Builds torch_layerlr._C from csrc/: C++ always, CUDA sources whenever nvcc is found.
+
+NOTE: CUDA is gated on nvcc (CUDA_HOME) and TORCH_CUDA_ARCH_LIST, never on torch.cuda.is_available(), so a
+machine without a GPU still compiles every .cu file. The .cu files are linked only when torch itself has
+CUDA; otherwise `.ci/run` compiles them standalone (compile only) so they cannot rot unseen.
+"""
+
+import glob
+import os
+
+import torch
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEBUG = os.environ.get("DEBUG", "0") == "1"
+
+
+def sources(pattern):
+    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern), recursive=True))
+
+
+cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
+cxx_flags += ["-std=c++17", "-Wno-unknown-pragmas"]
+cpp_sources = sources("csrc/**/*.cpp")
+cuda_sources = sources("csrc/**/*.cu")
+with_cuda = bool(cuda_sources) and CUDA_HOME is not None and torch.version.cuda is not None
+
+if with_cuda:
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+    ext = CUDAExtension(
+        "torch_layerlr._C",
+        cpp_sources + cuda_sources,
+        include_dirs=[os.path.join(HERE, "csrc")],
+        define_macros=[("LAYERLR_WITH_CUDA", "1")],
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--expt-relaxed-constexpr"]},
+    )
+else:
+    ext = CppExtension(
+        "torch_layerlr._C",
+        cpp_sources,
+        include_dirs=[os.path.join(HERE, "csrc")],
+        extra_compile_args={"cxx": cxx_flags},
+    )
+
+setup(
+    name="torch_layerlr",
+    version="0.1.0",
+    description="Layer-wise learning-rate optimizers (DALS, LARS, LAMB, Grokfast) on one fused C++ engine",
+    packages=find_packages(include=["torch_layerlr", "torch_layerlr.*"]),
+    ext_modules=[ext],
+    cmdclass={"build_ext": BuildExtension},
+    python_requires=">=3.9",
+)

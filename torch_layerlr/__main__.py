@@ -1,0 +1,3 @@
+from torch_layerlr.cli import main
+
+main()

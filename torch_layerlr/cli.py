@@ -1,0 +1,53 @@
+"""Command line: ``python -m torch_layerlr demo``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from torch_layerlr.optim import DALS
+
+
+def demo(steps: int = 200, seed: int = 0, report_every: int = 40) -> None:
+    """Train a small MLP with DALS on a synthetic 10-class task and print per-layer trust ratios."""
+    torch.manual_seed(seed)
+    centers = torch.randn(10, 32)
+    labels = torch.randint(0, 10, (4096,))
+    inputs = centers[labels] + 2.0 * torch.randn(4096, 32)
+    model = nn.Sequential(nn.Linear(32, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+    optimizer = DALS(model, total_steps=steps)
+    names = {p: n for n, p in model.named_parameters()}
+
+    print(f"DALS on a synthetic 10-class task: MLP 32-128-128-10, {steps} steps, batch 128")
+    for step in range(1, steps + 1):
+        batch = torch.randint(0, inputs.shape[0], (128,))
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(inputs[batch]), labels[batch])
+            loss.backward()
+            return loss
+
+        loss = optimizer.step(closure)
+        if step == 1 or step % report_every == 0:
+            ratios = optimizer.trust_ratios()
+            accuracy = (model(inputs).argmax(1) == labels).float().mean().item()
+            print(f"\nstep {step:4d}  loss {loss.item():.4f}  accuracy {accuracy:.3f}  phase {optimizer.phase}")
+            depth = dict(zip(optimizer.param_groups[0]["params"], optimizer.param_groups[0]["depth_ratio"]))
+            print(f"  {'tensor':<10} {'depth':>6} {'trust ratio':>12}")
+            for p, ratio in ratios.items():
+                print(f"  {names[p]:<10} {depth[p]:>6.2f} {ratio:>12.4f}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m torch_layerlr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_demo = sub.add_parser("demo", help="train a small model with DALS and print per-layer trust ratios")
+    p_demo.add_argument("--steps", type=int, default=200)
+    p_demo.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        demo(steps=args.steps, seed=args.seed)

@@ -1,0 +1,182 @@
+"""The shared base of every optimizer here: per-group bookkeeping in Python, the step in the fused engine.
+
+A subclass says which recipe a group runs (:meth:`FusedOptimizer._recipe`) and, per tensor, its weight
+decay, depth blend and trust-ratio switch (:meth:`FusedOptimizer._tensor_settings`). The base builds the
+engine's 1-D per-tensor inputs and calls it once per (device, dtype) bucket of each group: never once per
+tensor, and never one param group per layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from torch_layerlr._ops import Recipe, fused_step_
+
+__all__ = ["FusedOptimizer", "check_float", "check_betas"]
+
+
+def check_float(name: str, value: Any, *, low: float = -math.inf, high: float = math.inf,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """Return ``value`` as a float, or raise ``ValueError`` naming ``name`` if it is not in the range."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a number or a one-element tensor, got shape {tuple(value.shape)}")
+        number = float(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    below = number <= low if low_open else number < low
+    above = number >= high if high_open else number > high
+    if math.isnan(number) or below or above:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise ValueError(f"Invalid {name}: {value!r} (expected a value in {lo}{low}, {high}{hi})")
+    return number
+
+
+def check_betas(betas: Any) -> tuple[float, float]:
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+    return (check_float("betas[0]", betas[0], low=0.0, high=1.0, high_open=True),
+            check_float("betas[1]", betas[1], low=0.0, high=1.0, high_open=True))
+
+
+class FusedOptimizer(Optimizer):
+    """Base class: param groups, state, GradScaler and closures as in ``torch.optim``; the math in C++."""
+
+    #: group keys that may hold one float per parameter of the group instead of one float, with their range
+    per_param_keys: dict[str, tuple[float, float]] = {"lr_mult": (0.0, math.inf)}
+
+    def __init__(self, params: Iterable, defaults: dict[str, Any]) -> None:
+        defaults.setdefault("lr_mult", 1.0)
+        defaults.setdefault("maximize", False)
+        super().__init__(params, defaults)
+        # GradScaler hands us grad_scale/found_inf instead of unscaling and checking on the host.
+        self._step_supports_amp_scaling = True
+        self._trust_ratios: dict[int, tuple[list[Tensor], Tensor]] = {}
+
+    # ---- what subclasses provide -------------------------------------------------------------------------
+    def _recipe(self, group: dict[str, Any]) -> Recipe:
+        raise NotImplementedError
+
+    def _tensor_settings(self, group: dict[str, Any], index: int, param: Tensor) -> tuple[float, float, bool]:
+        """(weight decay, depth blend, trust ratio on) of the ``index``-th parameter of ``group``."""
+        return float(group.get("weight_decay", 0.0)), 0.0, True
+
+    def _group_lr(self, group: dict[str, Any]) -> Any:
+        return group["lr"]
+
+    def _filter_coef(self, group: dict[str, Any], device: torch.device) -> Optional[Tensor]:
+        return None
+
+    # ---- torch.optim plumbing ----------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        n = len(group["params"])
+        for key, (low, high) in self.per_param_keys.items():
+            value = group.get(key)
+            if value is None:
+                continue
+            if isinstance(value, (list, tuple)):
+                if len(value) != n:
+                    raise ValueError(f"{key} has {len(value)} entries but its param group has {n} parameters")
+                group[key] = [check_float(f"{key}[{i}]", v, low=low, high=high) for i, v in enumerate(value)]
+            else:
+                check_float(key, value, low=low, high=high)
+
+    @staticmethod
+    def _per_param(group: dict[str, Any], key: str, index: int) -> float:
+        value = group[key]
+        return float(value[index]) if isinstance(value, list) else float(value)
+
+    def trust_ratios(self) -> dict[Tensor, float]:
+        """The per-tensor trust ratios of the last step (recipes with a trust ratio), keyed by parameter."""
+        out: dict[Tensor, float] = {}
+        for params, ratios in self._trust_ratios.values():
+            out.update(zip(params, ratios.tolist()))
+        return out
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """Perform one optimization step. ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._step_groups()
+        return loss
+
+    def _step_groups(self) -> None:
+        grad_scale = getattr(self, "grad_scale", None)
+        found_inf = getattr(self, "found_inf", None)
+        self._trust_ratios = {}
+        for group_index, group in enumerate(self.param_groups):
+            self._step_group(group_index, group, grad_scale, found_inf)
+
+    def _step_group(self, group_index: int, group: dict[str, Any], grad_scale: Optional[Tensor],
+                    found_inf: Optional[Tensor]) -> None:
+        recipe = self._recipe(group)
+        buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+        for i, p in enumerate(group["params"]):
+            g = p.grad
+            if g is None:
+                continue
+            if g.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients "
+                                   f"(param {i} of group {group_index})")
+            if p.is_complex() or g.is_complex():
+                raise RuntimeError(f"{type(self).__name__} does not support complex parameters or gradients "
+                                   f"(param {i} of group {group_index})")
+            buckets[(p.device, p.dtype)].append(i)
+        for (device, _), indices in buckets.items():
+            self._step_bucket(group, recipe, indices, device, grad_scale, found_inf)
+
+    def _step_bucket(self, group: dict[str, Any], recipe: Recipe, indices: list[int], device: torch.device,
+                     grad_scale: Optional[Tensor], found_inf: Optional[Tensor]) -> None:
+        params = [group["params"][i] for i in indices]
+        states = {name: [] for name in recipe.state_names}
+        steps, lr_mult, wd, blend, trust = [], [], [], [], []
+        for i, p in zip(indices, params):
+            state = self.state[p]
+            if "step" not in state:
+                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            for name in recipe.state_names:
+                if name not in state:
+                    state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                states[name].append(state[name])
+            steps.append(state["step"])
+            lr_mult.append(self._per_param(group, "lr_mult", i))
+            w, b, t = self._tensor_settings(group, i, p)
+            wd.append(w)
+            blend.append(b)
+            trust.append(1.0 if t else 0.0)
+
+        def per_tensor(values: list[float]) -> Tensor:
+            return torch.tensor(values, dtype=torch.float64, device=device)
+
+        ratios = per_tensor([1.0] * len(params)) if recipe.trust != "none" else None
+        fused_step_(
+            params,
+            [p.grad for p in params],
+            states,
+            steps,
+            recipe,
+            lr=torch.as_tensor(self._group_lr(group), dtype=torch.float64, device=device),
+            lr_mult=per_tensor(lr_mult),
+            weight_decay=per_tensor(wd),
+            blend=per_tensor(blend),
+            trust_mask=per_tensor(trust),
+            filter_coef=self._filter_coef(group, device),
+            grad_scale=None if grad_scale is None else grad_scale.to(device, non_blocking=True),
+            found_inf=None if found_inf is None else found_inf.to(device, non_blocking=True),
+            trust_ratios=ratios,
+        )
+        if ratios is not None:
+            self._trust_ratios[len(self._trust_ratios)] = (params, ratios)

@@ -1,0 +1,229 @@
+"""DALS: depth-aware layer scaling (Yao et al., arXiv:2604.27295), the published algorithm and its variants.
+
+Paper-faithful by default, quirks included (they are the algorithm the paper measured):
+
+* the schedule's first factor is 0 when there is a warmup, so the first step moves nothing;
+* the gradient filter starts at zero (Grokfast starts it at the first gradient);
+* the trust ratio is applied *after* momentum (LARS applies it before) and clamped to [0.2, 5];
+* weight decay is coupled (added to the gradient before the ratio and the momentum);
+* one global loss phase, from an EMA of the loss, picks the filter coefficient for every layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Callable, Iterable, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from torch_layerlr import layers
+from torch_layerlr._ops import Recipe, dals_phase_
+from torch_layerlr.optim._base import FusedOptimizer, check_float
+
+__all__ = ["DALS", "VARIANTS"]
+
+#: The published defaults of each variant (section A.6 of our notes; the authors' classes).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "dals": dict(lr=0.03, momentum=0.9, weight_decay=1e-4, alpha=0.6, warmup_frac=0.05, thresholds=(0.01, 0.002)),
+    "fast": dict(lr=0.05, momentum=0.85, weight_decay=1e-4, alpha=0.6, warmup_frac=0.02, thresholds=(0.01, 0.002)),
+    "acc": dict(lr=0.03, momentum=0.9, weight_decay=5e-4, alpha=0.7, warmup_frac=None, thresholds=(0.01, 0.001)),
+}
+
+#: The clamp of the trust ratio, as published.
+RATIO_CLAMP = (0.2, 5.0)
+
+
+def phase_table(variant: str, alpha: float) -> tuple[list[float], list[float]]:
+    """Filter coefficient and gate of phases 0 (loss falling fast), 1 (falling) and 2 (flat).
+
+    DALS-Fast bypasses the filter in phase 0 (gate 0: the raw gradient goes through, the filter is frozen).
+    """
+    slow = min(0.9, alpha + 0.1)
+    if variant == "dals":
+        return [max(0.3, alpha - 0.3), alpha, slow], [1.0, 1.0, 1.0]
+    if variant == "fast":
+        return [1.0, alpha, slow], [0.0, 1.0, 1.0]
+    return [max(0.4, alpha - 0.15), alpha, slow], [1.0, 1.0, 1.0]
+
+
+class DALS(FusedOptimizer):
+    r"""DALS (variants ``"dals"``, ``"fast"``, ``"acc"``), exactly as published.
+
+    Per step :math:`k` (from 1), per tensor :math:`\theta` of depth ratio :math:`d` (0 at the input, 1 at the
+    output), with :math:`b = 0.3 + 0.4 d`, filter :math:`f` and momentum :math:`m` starting at 0:
+
+    .. math::
+        \begin{aligned}
+        f &\leftarrow \alpha_\phi f + (1-\alpha_\phi) g, \qquad \hat g = b\,g + (1-b) f + \lambda\theta \\
+        r &= \operatorname{clamp}\Bigl(\frac{\gamma\|\theta\|}{\|\hat g\|}, 0.2, 5\Bigr)
+            \quad (1 \text{ if } \|\theta\| = 0 \text{ or } \|\hat g\| = 0) \\
+        m &\leftarrow \mu m + \hat g, \qquad \theta \leftarrow \theta - \eta_0\, s(k)\, m_l\, r\, m
+        \end{aligned}
+
+    Schedule :math:`s`: ``"dals"``/``"fast"``: with :math:`t = k-1`, :math:`W = \lfloor f_w T\rfloor`,
+    :math:`s = t/W` for :math:`t < W`, else :math:`\frac12(1+\cos(\pi\min(1, \frac{t-W}{T-W})))`.
+    ``"acc"``: SGDR without warmup; a cycle counter :math:`c` is advanced first, restarts to 0 when it reaches
+    the cycle length :math:`T_i` (then :math:`T_i \leftarrow T_i \cdot` ``restart_mult``), and
+    :math:`s = \frac12(1+\cos(\pi c/T_i))`, :math:`T_0` = ``restart_steps``.
+
+    Phase :math:`\phi` from the loss (one for the whole model): the first loss seeds an EMA,
+    :math:`\bar L \leftarrow 0.95\bar L + 0.05 L` after that, :math:`\Delta = (\bar L_{\rm prev} - \bar L)/
+    \max(|\bar L_{\rm prev}|, 10^{-8})`; :math:`\phi = 0` if :math:`\Delta > \tau_1`, 1 if
+    :math:`\tau_2 < \Delta \le \tau_1`, else 2. :math:`\alpha_\phi` is :math:`\max(0.3, \alpha_0 - 0.3),
+    \alpha_0, \min(0.9, \alpha_0 + 0.1)` (``"acc"``: :math:`\max(0.4, \alpha_0 - 0.15)` in phase 0;
+    ``"fast"``: phase 0 bypasses the filter, :math:`\hat g = g + \lambda\theta` and :math:`f` frozen).
+    The loss reaches the detector through :meth:`update_phase` (called before :meth:`step`, as in the
+    authors' code), the closure's return value, or ``step(loss=...)``; without any, the phase stays 0.
+
+    Args:
+        params: an ``nn.Module`` (its top-level children are the layers, ordered by forward execution, see
+            :mod:`torch_layerlr.layers`), or parameters / param groups with a ``depth_ratio`` key (a float or
+            one float per parameter; default 0.5).
+        variant: ``"dals"``, ``"fast"`` or ``"acc"``.
+        lr, momentum, weight_decay, alpha, warmup_frac: None takes the variant's published default.
+        trust_coefficient: :math:`\gamma`.
+        total_steps: :math:`T` of the warmup+cosine schedule.
+        restart_steps, restart_mult: the SGDR cycle of ``"acc"``, in steps.
+        maximize: maximize the objective.
+    """
+
+    per_param_keys = {"lr_mult": (0.0, math.inf), "depth_ratio": (0.0, 1.0)}
+
+    def __init__(self, params: Union[nn.Module, Iterable], variant: str = "dals", lr: Optional[float] = None,
+                 momentum: Optional[float] = None, weight_decay: Optional[float] = None,
+                 trust_coefficient: float = 0.02, alpha: Optional[float] = None,
+                 warmup_frac: Optional[float] = None, total_steps: int = 10000, restart_steps: int = 1000,
+                 restart_mult: int = 2, *, maximize: bool = False) -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"Unknown DALS variant {variant!r}: expected one of {sorted(VARIANTS)}")
+        published = VARIANTS[variant]
+        lr = check_float("lr", published["lr"] if lr is None else lr, low=0.0)
+        momentum = check_float("momentum", published["momentum"] if momentum is None else momentum,
+                               low=0.0, high=1.0, high_open=True)
+        weight_decay = check_float("weight_decay", published["weight_decay"] if weight_decay is None
+                                   else weight_decay, low=0.0)
+        check_float("trust_coefficient", trust_coefficient, low=0.0)
+        self.alpha = check_float("alpha", published["alpha"] if alpha is None else alpha, low=0.0, high=1.0)
+        if variant == "acc":
+            if warmup_frac is not None:
+                raise ValueError("warmup_frac does not apply to variant 'acc' (SGDR without warmup)")
+            self.warmup_frac = 0.0
+        else:
+            self.warmup_frac = check_float("warmup_frac", published["warmup_frac"] if warmup_frac is None
+                                           else warmup_frac, low=0.0, high=1.0, high_open=True)
+        for name, value, low in (("total_steps", total_steps, 1), ("restart_steps", restart_steps, 1),
+                                 ("restart_mult", restart_mult, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        self.variant = variant
+        self.total_steps = total_steps
+        self.restart_steps = restart_steps
+        self.restart_mult = restart_mult
+        self.thresholds = published["thresholds"]
+        self.phase_alpha, self.phase_gate = phase_table(variant, self.alpha)
+
+        self._recorder: Optional[layers.ForwardOrderRecorder] = None
+        if isinstance(params, nn.Module):
+            # Depths come from the first forward pass, which runs before the first step.
+            self._recorder = layers.ForwardOrderRecorder(params, by="children")
+            params = [{"params": list(params.parameters()), "depth_ratio": None}]
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
+                        depth_ratio=0.5, maximize=maximize)
+        super().__init__(params, defaults)
+        self._global = self._initial_global_state()
+
+    # ---- the global (not per-parameter) state: step, SGDR cycle, loss phase -------------------------------
+    def _initial_global_state(self) -> dict[str, Any]:
+        return {
+            "step": 0,
+            "cycle": 0,
+            "cycle_len": self.restart_steps,
+            "detector": torch.zeros(3, dtype=torch.float64),  # [loss EMA, losses seen, phase]
+            "filter_coef": torch.tensor([self.phase_alpha[0], self.phase_gate[0]], dtype=torch.float64),
+        }
+
+    @property
+    def phase(self) -> int:
+        """The current loss phase: 0 (loss falling fast), 1 (falling), 2 (flat)."""
+        return int(self._global["detector"][2])
+
+    def state_dict(self) -> dict[str, Any]:
+        out = super().state_dict()
+        out["dals"] = copy.deepcopy(self._global)
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        saved = state_dict.pop("dals", None)
+        super().load_state_dict(state_dict)
+        self._global = self._initial_global_state() if saved is None else copy.deepcopy(saved)
+
+    @torch.no_grad()
+    def update_phase(self, loss: Union[float, Tensor]) -> None:
+        """Feed the training loss of this step to the phase detector (before :meth:`step`)."""
+        loss = loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss), dtype=torch.float64)
+        dals_phase_(self._global["detector"], self._global["filter_coef"], loss, tau1=self.thresholds[0],
+                    tau2=self.thresholds[1], phase_alpha=self.phase_alpha, phase_gate=self.phase_gate)
+
+    def schedule_factor(self) -> float:
+        """The factor s of the step about to be taken (advances the global step and the SGDR cycle)."""
+        g = self._global
+        g["step"] += 1
+        if self.variant == "acc":
+            g["cycle"] += 1
+            if g["cycle"] >= g["cycle_len"]:
+                g["cycle"] = 0
+                g["cycle_len"] *= self.restart_mult
+            return 0.5 * (1.0 + math.cos(math.pi * g["cycle"] / g["cycle_len"]))
+        t = g["step"] - 1
+        warmup = math.floor(self.warmup_frac * self.total_steps)
+        if t < warmup:
+            return t / warmup
+        progress = min(1.0, (t - warmup) / (self.total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    # ---- the step --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None, *, loss: Optional[Union[float, Tensor]] = None):
+        """One DALS step. The loss for the phase detector comes from ``closure`` or ``loss`` if given."""
+        if closure is not None and loss is not None:
+            raise ValueError("pass the loss either through closure or through loss=, not both")
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if loss is not None:
+            self.update_phase(loss)
+        found_inf = getattr(self, "found_inf", None)
+        if found_inf is not None and found_inf.device.type == "cpu" and bool(found_inf):
+            return loss  # GradScaler skips this step: nothing moves, the schedule does not advance
+        self._resolve_depths()
+        self._scale = self.schedule_factor()
+        self._step_groups()
+        return loss
+
+    def _resolve_depths(self) -> None:
+        if self._recorder is None:
+            return
+        depths = layers.depth_ratios(self._recorder.layers())
+        for group in self.param_groups:
+            if group.get("depth_ratio") is None:
+                group["depth_ratio"] = [depths.get(p, 0.5) for p in group["params"]]
+        self._recorder.remove()
+        self._recorder = None
+
+    def _group_lr(self, group: dict[str, Any]) -> Any:
+        return group["lr"] * self._scale
+
+    def _recipe(self, group: dict[str, Any]) -> Recipe:
+        return Recipe(filter="blend", moment="sgd", decay="coupled", trust="update", momentum=group["momentum"],
+                      trust_coefficient=group["trust_coefficient"], ratio_min=RATIO_CLAMP[0],
+                      ratio_max=RATIO_CLAMP[1], maximize=group["maximize"])
+
+    def _tensor_settings(self, group: dict[str, Any], index: int, param: Tensor) -> tuple[float, float, bool]:
+        depth = self._per_param(group, "depth_ratio", index)
+        return float(group["weight_decay"]), 0.3 + 0.4 * depth, True
+
+    def _filter_coef(self, group: dict[str, Any], device: torch.device) -> Optional[Tensor]:
+        return self._global["filter_coef"].to(device)
