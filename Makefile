@@ -30,8 +30,10 @@ $(DEPS): requirements.txt | $(PY)
 	$(PY) -m pip install -q torch==2.13.0 -r requirements.txt
 	touch $@
 
+# The package is used from the source tree: a .pth file puts the repository on the venv's path.
 $(EXT): $(DEPS) $(SOURCES)
 	MAX_JOBS=2 $(PY) setup.py -q build_ext --inplace
+	$(PY) -c "import os, site; open(os.path.join(site.getsitepackages()[0], 'torch_layerlr-dev.pth'), 'w').write(os.getcwd() + '\\n')"
 	touch $@
 
 clean:

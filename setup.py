@@ -20,8 +20,29 @@ def sources(pattern):
     return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern), recursive=True))
 
 
+def host_has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return {"avx2", "fma", "f16c"} <= set(flags)
+
+
+# NOTE: [CPU vector width]
+# at::vec::Vectorized picks its width from CPU_CAPABILITY macros, as in ATen's per-ISA kernel builds. The
+# extension is built on the machine that runs it (`make build`), so it targets AVX2 when that machine has
+# it, and the portable default otherwise. LAYERLR_CPU_ISA=default|avx2 overrides the detection.
+isa = os.environ.get("LAYERLR_CPU_ISA") or ("avx2" if host_has_avx2() else "default")
+if isa not in ("default", "avx2"):
+    raise SystemExit(f"LAYERLR_CPU_ISA must be 'default' or 'avx2', got {isa!r}")
+isa_flags = ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"] if isa == "avx2" else []
+
 cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
-cxx_flags += ["-std=c++17", "-Wno-unknown-pragmas"]
+# NOTE: at::parallel_for is a header template around `#pragma omp parallel`: without -fopenmp it runs on one
+# thread. The extension then shares libtorch's libgomp (same soname, already loaded by `import torch`).
+cxx_flags += ["-Wno-unknown-pragmas", "-fopenmp"] + isa_flags
+link_flags = ["-fopenmp"]
 cpp_sources = sources("csrc/**/*.cpp")
 cuda_sources = sources("csrc/**/*.cu")
 with_cuda = bool(cuda_sources) and CUDA_HOME is not None and torch.version.cuda is not None
@@ -33,7 +54,8 @@ if with_cuda:
         cpp_sources + cuda_sources,
         include_dirs=[os.path.join(HERE, "csrc")],
         define_macros=[("LAYERLR_WITH_CUDA", "1")],
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--expt-relaxed-constexpr"]},
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20", "--expt-relaxed-constexpr"]},
+        extra_link_args=link_flags,
     )
 else:
     ext = CppExtension(
@@ -41,6 +63,7 @@ else:
         cpp_sources,
         include_dirs=[os.path.join(HERE, "csrc")],
         extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_flags,
     )
 
 setup(

@@ -75,9 +75,13 @@ struct Kernel {
     }
   }
 
-  static void norms_range(const Slot<scalar_t>& s, int64_t begin, int64_t end, const Coef<T>& c,
+  // NOTE: the loops work on local copies of the slot and the coefficients: stores through scalar_t* could
+  // alias a caller's T fields, which would force a reload of every coefficient after every store.
+  static void norms_range(const Slot<scalar_t> slot, int64_t begin, int64_t end, const Coef<T> coef,
                           double* out) {
     using Vec = at::vec::Vectorized<T>;
+    const Slot<scalar_t> s = slot;
+    const Coef<T> c = coef;
     Vec vp(0), vu(0);
     int64_t i = begin;
     for (; i + Vec::size() <= end; i += Vec::size()) norms<Vec>(s, i, c, vp, vu);
@@ -87,8 +91,10 @@ struct Kernel {
     out[1] = static_cast<double>(lane_sum(vu)) + static_cast<double>(tu);
   }
 
-  static void update_range(const Slot<scalar_t>& s, int64_t begin, int64_t end, const Coef<T>& c) {
+  static void update_range(const Slot<scalar_t> slot, int64_t begin, int64_t end, const Coef<T> coef) {
     using Vec = at::vec::Vectorized<T>;
+    const Slot<scalar_t> s = slot;
+    const Coef<T> c = coef;
     int64_t i = begin;
     for (; i + Vec::size() <= end; i += Vec::size()) update<Vec>(s, i, c);
     for (; i < end; ++i) update<T>(s, i, c);
