@@ -138,12 +138,16 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
     total += numel;
   }
 
-  if constexpr (kTrust != Trust::kNone) {
+  if constexpr (kTrust == Trust::kNone) {
+    for_each_chunk(chunks, 0, chunks.size(), total, [&](const Chunk& ch, int64_t) {
+      K::update_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor]);
+    });
+  } else {
     std::vector<double> partials(2 * chunks.size());
-    for_each_chunk(chunks, total, [&](int64_t k) {
-      const Chunk& ch = chunks[k];
+    for_each_chunk(chunks, 0, chunks.size(), total, [&](const Chunk& ch, int64_t k) {
       K::norms_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor], &partials[2 * k]);
     });
+    // Per-tensor finish: partials added in chunk order (NOTE: [chunking territory, CPU]).
     std::vector<double> sq(2 * n, 0.0);
     for (size_t k = 0; k < chunks.size(); ++k) {
       sq[2 * chunks[k].tensor] += partials[2 * k];
@@ -155,11 +159,10 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
       coefs[t].update_filter = false;  // pass 1 advanced the filter
       if (a.trust_ratios) write_scalar(*a.trust_ratios, t, ratio);
     }
+    for_each_chunk(chunks, 0, chunks.size(), total, [&](const Chunk& ch, int64_t) {
+      K::update_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor]);
+    });
   }
-  for_each_chunk(chunks, total, [&](int64_t k) {
-    const Chunk& ch = chunks[k];
-    K::update_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor]);
-  });
 }
 
 template <typename scalar_t>

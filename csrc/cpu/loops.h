@@ -67,22 +67,22 @@ struct Chunk {
   int64_t tensor, begin, end;
 };
 
-// Runs fn(chunk index) over all chunks on the intra-op pool, in tasks of about equal element counts.
+// Runs fn(chunk, chunk index) over chunks [first, last) on the intra-op pool, in tasks of about equal element
+// counts (`elements` is their total).
 template <typename Fn>
-void for_each_chunk(const std::vector<Chunk>& chunks, int64_t total, const Fn& fn) {
+void for_each_chunk(const std::vector<Chunk>& chunks, size_t first, size_t last, int64_t elements, const Fn& fn) {
   const int64_t tasks = std::max<int64_t>(
-      1, std::min<int64_t>(4 * at::get_num_threads(), total / kMinElementsPerTask));
-  std::vector<int64_t> bounds{0};
+      1, std::min<int64_t>(4 * at::get_num_threads(), elements / kMinElementsPerTask));
+  std::vector<size_t> bounds{first};
   int64_t seen = 0;
-  for (int64_t k = 0; k < static_cast<int64_t>(chunks.size()); ++k) {
+  for (size_t k = first; k < last; ++k) {
     seen += chunks[k].end - chunks[k].begin;
-    if (seen * tasks >= total * static_cast<int64_t>(bounds.size()) && k + 1 < (int64_t)chunks.size())
-      bounds.push_back(k + 1);
+    if (seen * tasks >= elements * static_cast<int64_t>(bounds.size()) && k + 1 < last) bounds.push_back(k + 1);
   }
-  bounds.push_back(static_cast<int64_t>(chunks.size()));
+  bounds.push_back(last);
   at::parallel_for(0, static_cast<int64_t>(bounds.size()) - 1, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t)
-      for (int64_t k = bounds[t]; k < bounds[t + 1]; ++k) fn(k);
+      for (size_t k = bounds[t]; k < bounds[t + 1]; ++k) fn(chunks[k], static_cast<int64_t>(k));
   });
 }
 

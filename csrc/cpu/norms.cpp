@@ -44,8 +44,7 @@ at::Tensor tensor_norms(at::TensorList tensors) {
   }
   std::vector<double> partials(chunks.size());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, dtype, "layerlr_tensor_norms", [&] {
-    for_each_chunk(chunks, total, [&](int64_t k) {
-      const Chunk& c = chunks[k];
+    for_each_chunk(chunks, 0, chunks.size(), total, [&](const Chunk& c, int64_t k) {
       partials[k] = sum_of_squares(static_cast<const scalar_t*>(dense[c.tensor].const_data_ptr()), c.begin, c.end);
     });
   });

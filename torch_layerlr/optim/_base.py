@@ -8,6 +8,7 @@ tensor, and never one param group per layer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Optional
@@ -60,6 +61,7 @@ class FusedOptimizer(Optimizer):
         # GradScaler hands us grad_scale/found_inf instead of unscaling and checking on the host.
         self._step_supports_amp_scaling = True
         self._trust_ratios: dict[int, tuple[list[Tensor], Tensor]] = {}
+        self._plans: dict[int, _Plan] = {}
 
     # ---- what subclasses provide -------------------------------------------------------------------------
     def _recipe(self, group: dict[str, Any]) -> Recipe:
@@ -118,12 +120,35 @@ class FusedOptimizer(Optimizer):
         found_inf = getattr(self, "found_inf", None)
         self._trust_ratios = {}
         for group_index, group in enumerate(self.param_groups):
-            self._step_group(group_index, group, grad_scale, found_inf)
+            plan = self._plan(group_index, group)
+            lr = self._group_lr(group)
+            for bucket in plan.buckets:
+                self._run_bucket(group, plan.recipe, bucket, lr, grad_scale, found_inf)
 
-    def _step_group(self, group_index: int, group: dict[str, Any], grad_scale: Optional[Tensor],
-                    found_inf: Optional[Tensor]) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._plans.clear()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._plans = {}
+        self._trust_ratios = {}
+
+    # ---- the plan: everything about a group's step that does not change from step to step ----------------
+    def _plan(self, group_index: int, group: dict[str, Any]) -> "_Plan":
+        """The group's cached plan, rebuilt when which params have grads, or any group setting, changes."""
+        has_grad = tuple(p.grad is not None for p in group["params"])
+        settings = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in group.items()
+                         if k not in ("params", "lr", "initial_lr"))
+        key = (id(self.state), has_grad, settings)
+        plan = self._plans.get(group_index)
+        if plan is None or plan.key != key:
+            plan = self._plans[group_index] = self._make_plan(group_index, group, key)
+        return plan
+
+    def _make_plan(self, group_index: int, group: dict[str, Any], key: tuple) -> "_Plan":
         recipe = self._recipe(group)
-        buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+        by_device: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
         for i, p in enumerate(group["params"]):
             g = p.grad
             if g is None:
@@ -134,14 +159,14 @@ class FusedOptimizer(Optimizer):
             if p.is_complex() or g.is_complex():
                 raise RuntimeError(f"{type(self).__name__} does not support complex parameters or gradients "
                                    f"(param {i} of group {group_index})")
-            buckets[(p.device, p.dtype)].append(i)
-        for (device, _), indices in buckets.items():
-            self._step_bucket(group, recipe, indices, device, grad_scale, found_inf)
+            by_device[(p.device, p.dtype)].append(i)
+        return _Plan(key, recipe, [self._make_bucket(group, recipe, indices, device)
+                                   for (device, _), indices in by_device.items()])
 
-    def _step_bucket(self, group: dict[str, Any], recipe: Recipe, indices: list[int], device: torch.device,
-                     grad_scale: Optional[Tensor], found_inf: Optional[Tensor]) -> None:
+    def _make_bucket(self, group: dict[str, Any], recipe: Recipe, indices: list[int],
+                     device: torch.device) -> "_Bucket":
         params = [group["params"][i] for i in indices]
-        states = {name: [] for name in recipe.state_names}
+        states: dict[str, list[Tensor]] = {name: [] for name in recipe.state_names}
         steps, lr_mult, wd, blend, trust = [], [], [], [], []
         for i, p in zip(indices, params):
             state = self.state[p]
@@ -161,22 +186,44 @@ class FusedOptimizer(Optimizer):
         def per_tensor(values: list[float]) -> Tensor:
             return torch.tensor(values, dtype=torch.float64, device=device)
 
-        ratios = per_tensor([1.0] * len(params)) if recipe.trust != "none" else None
+        inputs = dict(lr_mult=per_tensor(lr_mult), weight_decay=per_tensor(wd), blend=per_tensor(blend),
+                      trust_mask=per_tensor(trust))
+        return _Bucket(params, states, steps, inputs, device)
+
+    def _run_bucket(self, group: dict[str, Any], recipe: Recipe, bucket: "_Bucket", lr: Any,
+                    grad_scale: Optional[Tensor], found_inf: Optional[Tensor]) -> None:
+        device = bucket.device
+        ratios = torch.ones(len(bucket.params), dtype=torch.float64, device=device) if recipe.trust != "none" else None
         fused_step_(
-            params,
-            [p.grad for p in params],
-            states,
-            steps,
+            bucket.params,
+            [p.grad for p in bucket.params],
+            bucket.states,
+            bucket.steps,
             recipe,
-            lr=torch.as_tensor(self._group_lr(group), dtype=torch.float64, device=device),
-            lr_mult=per_tensor(lr_mult),
-            weight_decay=per_tensor(wd),
-            blend=per_tensor(blend),
-            trust_mask=per_tensor(trust),
+            lr=torch.as_tensor(lr, dtype=torch.float64, device=device),
             filter_coef=self._filter_coef(group, device),
             grad_scale=None if grad_scale is None else grad_scale.to(device, non_blocking=True),
             found_inf=None if found_inf is None else found_inf.to(device, non_blocking=True),
             trust_ratios=ratios,
+            **bucket.inputs,
         )
         if ratios is not None:
-            self._trust_ratios[len(self._trust_ratios)] = (params, ratios)
+            self._trust_ratios[len(self._trust_ratios)] = (bucket.params, ratios)
+
+
+@dataclasses.dataclass
+class _Bucket:
+    """One engine call: a group's tensors on one (device, dtype), their state and per-tensor inputs."""
+
+    params: list[Tensor]
+    states: dict[str, list[Tensor]]
+    steps: list[Tensor]
+    inputs: dict[str, Tensor]  # lr_mult, weight_decay, blend, trust_mask
+    device: torch.device
+
+
+@dataclasses.dataclass
+class _Plan:
+    key: tuple
+    recipe: Recipe
+    buckets: list[_Bucket]
