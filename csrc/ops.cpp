@@ -84,6 +84,10 @@ void check_step_args(const StepArgs& a) {
     if (!a.exp_avgs.empty()) check_companion(p, a.exp_avgs[i], "exp_avgs", i);
     if (!a.exp_avg_sqs.empty()) check_companion(p, a.exp_avg_sqs[i], "exp_avg_sqs", i);
     TORCH_CHECK_VALUE(a.steps[i].numel() == 1, "steps[", i, "] must hold one element");
+    TORCH_CHECK_TYPE(a.steps[i].is_floating_point(), "steps[", i, "] has dtype ", a.steps[i].scalar_type(),
+                     ": step counts are float tensors (float32 as in torch.optim)");
+    TORCH_CHECK_VALUE(a.steps[i].device() == p.device() || a.steps[i].is_cpu(), "steps[", i, "] is on ",
+                      a.steps[i].device(), " but params[", i, "] is on ", p.device());
   }
   const at::Device device = p0.device();
   check_scalar(a.lr, "lr", device);
@@ -97,7 +101,11 @@ void check_step_args(const StepArgs& a) {
     TORCH_CHECK_VALUE(a.filter_coef && a.filter_coef->numel() == 2 && a.filter_coef->device() == device,
                       "filter_coef must be a 2-element tensor [alpha, gate] on the params' device");
   }
-  if (a.trust_ratios) check_per_tensor(*a.trust_ratios, "trust_ratios", n, device);
+  if (a.trust_ratios) {
+    check_per_tensor(*a.trust_ratios, "trust_ratios", n, device);
+    TORCH_CHECK_TYPE(a.trust_ratios->is_floating_point(), "trust_ratios has dtype ", a.trust_ratios->scalar_type(),
+                     ": it must be a float tensor");
+  }
 }
 
 namespace {

@@ -93,6 +93,8 @@ def fused_step_(
 
 def tensor_norms(tensors: Sequence[Tensor]) -> Tensor:
     """Per-tensor L2 norms (deterministic), in float32 (float64 for float64 inputs)."""
+    if len(tensors) == 0:  # nothing to dispatch on
+        return torch.empty(0)
     return torch.ops.layerlr.tensor_norms(tensors)
 
 

@@ -80,7 +80,13 @@ class FusedOptimizer(Optimizer):
     # ---- torch.optim plumbing ----------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        try:
+            self._check_per_param_keys(self.param_groups[-1])
+        except ValueError:
+            self.param_groups.pop()  # a rejected group must not stay behind
+            raise
+
+    def _check_per_param_keys(self, group: dict[str, Any]) -> None:
         n = len(group["params"])
         for key, (low, high) in self.per_param_keys.items():
             value = group.get(key)
@@ -170,8 +176,9 @@ class FusedOptimizer(Optimizer):
         steps, lr_mult, wd, blend, trust = [], [], [], [], []
         for i, p in zip(indices, params):
             state = self.state[p]
-            if "step" not in state:
-                state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            step = state.get("step", 0.0)
+            if not (isinstance(step, Tensor) and step.is_floating_point()):
+                state["step"] = torch.tensor(float(step), dtype=torch.float32)
             for name in recipe.state_names:
                 if name not in state:
                     state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)

@@ -193,12 +193,14 @@ class DALS(FusedOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if loss is not None:
-            self.update_phase(loss)
         found_inf = getattr(self, "found_inf", None)
         if found_inf is not None and found_inf.device.type == "cpu" and bool(found_inf):
-            return loss  # GradScaler skips this step: nothing moves, the schedule does not advance
+            return loss  # GradScaler skips this step: nothing moves, no loss is counted, the schedule waits
         self._resolve_depths()
+        for group_index, group in enumerate(self.param_groups):
+            self._plan(group_index, group)  # checks the grads before any global state moves
+        if loss is not None:
+            self.update_phase(loss)
         self._scale = self.schedule_factor()
         self._step_groups()
         return loss

@@ -25,6 +25,10 @@ class LayerwiseSGD(FusedOptimizer):
 
     where :math:`m_l` is the tensor's entry of ``lr_mult`` (a float, or one float per parameter of the
     group, e.g. :func:`torch_layerlr.layers.discriminative_multipliers`). With ``momentum=0`` no buffer is kept.
+
+    .. note:: The buffer starts at the gradient on a tensor's first step. If momentum is switched on later
+       (``momentum`` was 0), the new buffer starts at zero: the same as ``torch.optim.SGD`` unless
+       ``dampening`` is nonzero, where the first buffer is :math:`(1-\tau) g` instead of :math:`g`.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
