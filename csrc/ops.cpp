@@ -5,6 +5,7 @@
 // hyperparameters are keyword arguments, lr is a Tensor (so a CUDA graph or a compiled step need no
 // recapture when a scheduler changes it), grad_scale/found_inf are GradScaler's. The per-tensor numbers
 // (lr_mult, weight_decay, blend, trust) are 1-D tensors indexed by the tensor's position in the list.
+// grads are mutable: see NOTE: [adam direction in the grad buffer] in recipe.h.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -191,13 +192,13 @@ void dals_phase_cpu(const at::Tensor& detector, const at::Tensor& filter_coef, c
 
 TORCH_LIBRARY(layerlr, m) {
   m.def(
-      "fused_step_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] filters, Tensor(c!)[] exp_avgs, "
-      "Tensor(d!)[] exp_avg_sqs, Tensor(e!)[] steps, *, Tensor lr, Tensor lr_mult, Tensor weight_decay, "
+      "fused_step_(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] filters, Tensor(d!)[] exp_avgs, "
+      "Tensor(e!)[] exp_avg_sqs, Tensor(f!)[] steps, *, Tensor lr, Tensor lr_mult, Tensor weight_decay, "
       "Tensor blend, Tensor trust_mask, str filter, str decay, str moment, str trust, Tensor? filter_coef, "
       "float filter_lambda, float momentum, float dampening, bool nesterov, float beta1, float beta2, float eps, "
       "bool bias_correction, float trust_coefficient, float trust_eps, float ratio_min, float ratio_max, "
       "float norm_max, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None, "
-      "Tensor(f!)? trust_ratios=None) -> ()");
+      "Tensor(g!)? trust_ratios=None) -> ()");
   m.def("tensor_norms(Tensor[] tensors) -> Tensor");
   m.def(
       "dals_phase_(Tensor(a!) detector, Tensor(b!) filter_coef, Tensor loss, *, float tau1, float tau2, "

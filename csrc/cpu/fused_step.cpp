@@ -42,6 +42,7 @@ struct Kernel {
       io::store(s.ptr[kExpAvgIdx] + i, m);
       io::store(s.ptr[kExpAvgSqIdx] + i, v);
       u = adam_direction(m, v, p, c);
+      io::store(s.ptr[kGradIdx] + i, u);  // NOTE: [adam direction in the grad buffer]
     } else if constexpr (!kPre) {
       u = u + V(c.wd_coupled) * p;  // LARS takes ||g|| and adds wd*||p|| in the ratio instead
     }
@@ -54,7 +55,9 @@ struct Kernel {
   static void update(const Slot<scalar_t>& s, int64_t i, const Coef<T>& c) {
     using io = IO<scalar_t, V>;
     const V p = io::load(s.ptr[kParamIdx] + i);
-    if constexpr (kMoment == Moment::kAdam) {
+    if constexpr (kMoment == Moment::kAdam && kTrust != Trust::kNone) {
+      io::store(s.ptr[kParamIdx] + i, adam_update(p, io::load(s.ptr[kGradIdx] + i), c));
+    } else if constexpr (kMoment == Moment::kAdam) {
       V m = io::load(s.ptr[kExpAvgIdx] + i), v = io::load(s.ptr[kExpAvgSqIdx] + i);
       if (kTrust == Trust::kNone) {
         V f = kFilter ? io::load(s.ptr[kFilterIdx] + i) : V(0);

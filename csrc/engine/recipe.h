@@ -40,6 +40,14 @@ enum class Moment { kSgd, kAdam };
 // Either ratio is 1 where ||p|| or the denominator's norm is 0, or the tensor's trust mask is 0.
 enum class Trust { kNone, kLars, kUpdate };
 
+// NOTE: [adam direction in the grad buffer]
+// An adam-moment recipe with a trust ratio (LAMB) needs its direction u = m^/(sqrt(v^) + eps) + wd*p twice:
+// for ||u|| in pass 1 and for the update in pass 2. Recomputing it costs a second sqrt and division per
+// element, which makes the step compute-bound on a CPU (measured: 1.65x AdamW's time instead of 1.37x).
+// So pass 1 writes u over the gradient, as apex's FusedLAMB does, and pass 2 reads it back: the same 40
+// bytes per parameter, half the arithmetic. After such a step each grad holds its tensor's direction u.
+// The sgd-moment recipes (LARS, DALS) recompute their cheap direction and leave the grads alone.
+
 struct Recipe {
   Filter filter = Filter::kNone;
   Decay decay = Decay::kCoupled;

@@ -31,6 +31,10 @@ class LAMB(FusedOptimizer):
     The ratio is 1 where :math:`\|w_l\|` or :math:`\|r_l\|` is 0, and for excluded tensors (``exclude_1d``
     and ``ndim <= 1``). Without ``bias_correction``, :math:`\hat m = m, \hat v = v`. With ``grokfast_alpha``
     set, :math:`g` is first replaced by its Grokfast-EMA filtered version.
+
+    .. note:: Like apex's ``FusedLAMB``, the step reuses each gradient's memory for :math:`r_l`: after
+       ``step()``, ``p.grad`` holds the tensor's update direction, not its gradient. Read or clip gradients
+       before ``step()`` (``zero_grad()`` afterwards is unaffected). This halves the step's arithmetic.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
