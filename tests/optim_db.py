@@ -18,21 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import random
-import sys
 from typing import Any, Callable, Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from reference.optimizers import (  # noqa: E402
-    RefDALS,
-    RefGrokfastAdamW,
-    RefLAMB,
-    RefLARS,
-    RefLayerwiseAdamW,
-    RefLayerwiseSGD,
-)
+from reference import RefDALS, RefGrokfastAdamW, RefLAMB, RefLARS, RefLayerwiseAdamW, RefLayerwiseSGD  # noqa: E402
 
 from torch_layerlr.optim import LAMB, LARS, DALS, GrokfastAdamW, LayerwiseAdamW, LayerwiseSGD  # noqa: E402
 

@@ -911,3 +911,17 @@ def test_tensor_norms_thread_count_independent():
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
+
+
+def test_lamb_leaves_its_direction_in_the_grad():
+    """LAMB reuses the grad buffer for its direction (NOTE: [adam direction in the grad buffer]). After the first
+    step m^ = g and v^ = g^2, so the grad must hold r = g / (|g| + eps) + wd * w_old (closed form)."""
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randn(7, 3, dtype=F64, generator=gen)
+    g = torch.randn(7, 3, dtype=F64, generator=gen)
+    p = torch.nn.Parameter(w.clone())
+    p.grad = g.clone()
+    eps, wd = 1e-6, 0.01
+    torch_layerlr.optim.LAMB([p], lr=0.1, eps=eps, weight_decay=wd).step()
+    expected = g / (g.abs() + eps) + wd * w
+    assert torch.allclose(p.grad, expected, rtol=1e-12, atol=0)

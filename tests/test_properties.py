@@ -17,23 +17,13 @@ The examples are derandomized (the same ones every run) so that the suite is rep
 from __future__ import annotations
 
 import os
-import sys
 
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from optim_db import dals_losses  # noqa: E402
-from reference.optimizers import (  # noqa: E402
-    RefDALS,
-    RefGrokfastAdamW,
-    RefLAMB,
-    RefLARS,
-    RefLayerwiseAdamW,
-    RefLayerwiseSGD,
-)
+from reference import RefDALS, RefGrokfastAdamW, RefLAMB, RefLARS, RefLayerwiseAdamW, RefLayerwiseSGD  # noqa: E402
 
 from torch_layerlr.optim import DALS, LAMB, LARS, GrokfastAdamW, LayerwiseAdamW, LayerwiseSGD  # noqa: E402
 

@@ -5,22 +5,11 @@ not share their code path: torch.optim.SGD / AdamW, and small hand-derived numbe
 """
 
 import math
-import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from reference.optimizers import (  # noqa: E402
-    RefDALS,
-    RefGrokfastAdamW,
-    RefLAMB,
-    RefLARS,
-    RefLayerwiseAdamW,
-    RefLayerwiseSGD,
-)
+from reference import RefDALS, RefGrokfastAdamW, RefLAMB, RefLARS, RefLayerwiseAdamW, RefLayerwiseSGD  # noqa: E402
 
 F64 = torch.float64
 

@@ -4,14 +4,7 @@ Nothing here imports torch_layerlr: these classes are an independent, literal tr
 shared API spec (issue 2) and the research doc (sections A.3-A.6, B.1, C.1, C.3).
 """
 
-from .optimizers import (
-    RefDALS,
-    RefGrokfastAdamW,
-    RefLAMB,
-    RefLARS,
-    RefLayerwiseAdamW,
-    RefLayerwiseSGD,
-)
+from .optimizers import RefDALS, RefGrokfastAdamW, RefLAMB, RefLARS, RefLayerwiseAdamW, RefLayerwiseSGD
 
 __all__ = [
     "RefLayerwiseSGD",

@@ -180,47 +180,30 @@ class RefLayerwiseAdamW(Optimizer):
                     state["exp_avg_sq"] = _zeros64(p)
                 t = _increment_step(state)
                 w = p.detach().to(torch.float64)
-                g = _grad64(p, group["maximize"])
+                g = self._filtered(state, _grad64(p, group["maximize"]), t, group)
                 p.copy_(_adamw_update(state, w, g, t, lr_eff, beta1, beta2, group["eps"],
                                       group["weight_decay"]))
         return loss
+
+    def _filtered(self, state, g, t, group):
+        """The gradient AdamW consumes (the raw one here; Grokfast overrides this)."""
+        return g
 
 
 # --------------------------------------------------------------------------------------------------
 # GrokfastAdamW
 # --------------------------------------------------------------------------------------------------
-class RefGrokfastAdamW(Optimizer):
+class RefGrokfastAdamW(RefLayerwiseAdamW):
     """Spec "GrokfastAdamW": Grokfast-EMA filter (B.1), then LayerwiseAdamW on ghat."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  grokfast_alpha=0.98, grokfast_lambda=2.0, lr_mult=1.0, *, maximize=False):
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                        grokfast_alpha=grokfast_alpha, grokfast_lambda=grokfast_lambda,
-                        lr_mult=lr_mult, maximize=maximize)
-        super().__init__(params, defaults)
+        Optimizer.__init__(self, params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                              grokfast_alpha=grokfast_alpha, grokfast_lambda=grokfast_lambda,
+                                              lr_mult=lr_mult, maximize=maximize))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = _eval_closure(closure)
-        for group in self.param_groups:
-            n = len(group["params"])
-            beta1, beta2 = group["betas"]
-            for i, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                lr_eff = group["lr"] * _per_param(group["lr_mult"], i, n, "lr_mult")
-                state = self.state[p]
-                if "step" not in state:
-                    _init_step(state)
-                    state["exp_avg"] = _zeros64(p)
-                    state["exp_avg_sq"] = _zeros64(p)
-                t = _increment_step(state)
-                w = p.detach().to(torch.float64)
-                g = _grad64(p, group["maximize"])
-                ghat = _grokfast_filter(state, g, t, group["grokfast_alpha"], group["grokfast_lambda"])
-                p.copy_(_adamw_update(state, w, ghat, t, lr_eff, beta1, beta2, group["eps"],
-                                      group["weight_decay"]))
-        return loss
+    def _filtered(self, state, g, t, group):
+        return _grokfast_filter(state, g, t, group["grokfast_alpha"], group["grokfast_lambda"])
 
 
 # --------------------------------------------------------------------------------------------------
