@@ -1,4 +1,4 @@
-# make run   : build and run the main job (a short DALS training demo printing per-layer trust ratios)
+# make run   : build, validate the depth-scaling theory (report in out/validate/), then a short DALS demo
 # make test  : build and run the test suite
 # make bench : build and run the step-throughput benchmark
 # Each target bootstraps .venv (torch==2.13.0 + requirements.txt) and builds the extension in place.
@@ -13,7 +13,9 @@ SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.c
 .PHONY: run test bench build clean
 
 run: $(EXT)
+	$(PY) -m torch_layerlr validate --out out/validate
 	$(PY) -m torch_layerlr demo
+	@echo "Validation report: out/validate/report.md (also report.json and the fig*.png figures)"
 
 test: $(EXT)
 	$(PY) -m pytest -q tests
