@@ -49,19 +49,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p_demo = sub.add_parser("demo", help="train a small model with DALS and print per-layer trust ratios")
     p_demo.add_argument("--steps", type=int, default=200)
     p_demo.add_argument("--seed", type=int, default=0)
-    p_val = sub.add_parser("validate", help="check the depth-scaling closed forms against Hessians and GD, "
-                                            "draw the paper's figures, write report.md/report.json")
+    p_val = sub.add_parser("validate", help="check the depth-scaling and two-step layer-balancing closed forms "
+                                            "against Hessians, simulations and GD, draw the papers' figures, "
+                                            "write report.md/report.json")
     p_val.add_argument("--out", default="out/validate", help="output directory (default: out/validate)")
     p_val.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p_val.add_argument("--only", nargs="+", metavar="CHECK",
                        help="run only these check groups: sharpness stability time_course closed_forms plateau "
-                            "transfer matrix")
+                            "transfer matrix balance_gradients balance_identities balance_monte_carlo "
+                            "balance_curvature balance_gd balance_schedules")
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(steps=args.steps, seed=args.seed)
     elif args.command == "validate":
         from torch_layerlr.validate.report import validate
 
-        print(f"validating the depth-scaling theory -> {args.out}")
+        print(f"validating the depth-scaling theory and two-step layer balancing -> {args.out}")
         if not validate(args.out, figures=not args.no_figures, only=args.only):
             sys.exit(1)

@@ -54,6 +54,29 @@ ULMFiT, Howard & Ruder, "Universal Language Model Fine-tuning for Text Classific
 Guard: when ``floor(T * cut_frac) == 0`` (fewer than ``1 / cut_frac`` steps) ``cut = 1`` is used,
 as in the DALS authors' ``STLRScheduler`` (``cut = max(1, int(T * cut_frac))``); the formula above
 otherwise divides by zero.  ``base_lr`` plays the role of the paper's ``eta_max``.
+
+**Per-layer multiplier schedules** (two-step layer balancing, arXiv 2606.00340; research note
+``layer_balancing.md``) are the one exception to "schedulers only write ``lr``": they own each group's
+``lr_mult`` instead, one float per parameter, and never touch ``lr``, so they compose with any of the lr
+schedulers above (or torch's) and work with every optimizer of this package.  A *layer* is a parameter tensor,
+in the order of ``optimizer.param_groups`` (all groups, in order), unless ``layers`` gives one layer index per
+parameter (tensors of one layer share its multiplier).  Call ``step()`` once after each ``optimizer.step()``.
+
+``LayerMultSequence(optimizer, [[m_1, ..., m_L], ...])``: the t-th list at step t (the last one after the end).
+
+``UnequalThenEqual(optimizer, first=(m_1, ..., m_L) | "optimal", budget=B)``: ``first`` for the first
+``unequal_steps`` steps (default 1), then ``B/L`` for every layer (the per-step budget ``sum m_l = B`` is
+kept).  ``"optimal"`` takes the one-step optimum of the two-layer theory,
+``theory.two_step.optimal_split(B * lr, h, steps=1)``, which is ``(0, B)``: train only the last layer first.
+Note (research note 3.6): given that first step, the equal split is *not* the best second step under the
+theory; the alternating split is better (``python -m torch_layerlr validate`` prints the comparison).
+
+``NormBalancedLR(optimizer)``: the paper's Frobenius-norm balancing rule (section 3.7),
+``eta_i = 2 ||W_j|| / (||W_1|| + ||W_2||) * lr`` for two layers (``j != i``), generalised to L layers as
+``m_l = L * (1/||W_l||) / sum_k (1/||W_k||)`` (``rule="inverse"``, the default) or
+``m_l = L/(L-1) * (S - ||W_l||) / S`` with ``S = sum_k ||W_k||`` (``rule="complement"``): both are the paper's
+rule at L = 2, average 1 over the layers, and are all 1 when the norms are equal.  Recomputed from the current
+weights at construction and after every step.
 """
 
 from __future__ import annotations
@@ -65,7 +88,8 @@ import warnings
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-__all__ = ["WarmupCosine", "SGDR", "STLR"]
+__all__ = ["WarmupCosine", "SGDR", "STLR", "LayerMultSchedule", "LayerMultSequence", "UnequalThenEqual",
+           "NormBalancedLR"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,3 +288,222 @@ class STLR(_ClosedFormLR):
             p = 1 - (t - cut) / (cut * (1 / cut_frac - 1))
         p = min(1.0, max(0.0, p))
         return (1 + p * (ratio - 1)) / ratio
+
+
+# ----------------------------------------------------------------------------------------------
+# per-layer multiplier schedules (two-step layer balancing)
+# ----------------------------------------------------------------------------------------------
+def _check_multipliers(name: str, values, count: int) -> list[float]:
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a sequence of {count} numbers, got {values!r}") from exc
+    if len(values) != count:
+        raise ValueError(f"{name} has {len(values)} entries but there are {count} layers")
+    for i, v in enumerate(values):
+        if not (math.isfinite(v) and v >= 0.0):
+            raise ValueError(f"{name}[{i}] must be a finite number >= 0, got {v!r}")
+    return values
+
+
+class LayerMultSchedule:
+    """Base of the per-layer multiplier schedules: writes every param group's ``lr_mult`` as one float per
+    parameter from per-layer multipliers (:meth:`multipliers`), at construction and after each :meth:`step`.
+
+    Args:
+        optimizer: an optimizer whose param groups take an ``lr_mult`` list (every optimizer of this package).
+        layers: ``None`` (every parameter tensor is a layer, in ``param_groups`` order) or one layer index
+            ``0..L-1`` per parameter, in that order (every index must be used).
+        last_epoch: ``-1`` starts a new schedule; otherwise the step to resume at.
+    """
+
+    def __init__(self, optimizer, layers=None, last_epoch: int = -1) -> None:
+        self._bind(optimizer, layers)
+        self._start(last_epoch)
+
+    def _bind(self, optimizer, layers) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+        self.optimizer = optimizer
+        count = sum(len(g["params"]) for g in optimizer.param_groups)
+        if layers is None:
+            layers = list(range(count))
+        layers = list(layers)
+        if len(layers) != count or not all(_is_int(i) and i >= 0 for i in layers):
+            raise ValueError(f"layers must give one layer index >= 0 per parameter ({count} parameters), "
+                             f"got {layers!r}")
+        self.layers = [int(i) for i in layers]
+        self.num_layers = max(self.layers, default=-1) + 1
+        if set(self.layers) != set(range(self.num_layers)):
+            raise ValueError(f"layers must use every index 0..{self.num_layers - 1}, got {sorted(set(self.layers))}")
+
+    def _start(self, last_epoch: int) -> None:
+        self.last_epoch = _check_last_epoch(last_epoch)
+        self._last_mult: list[float] = []
+        self.step()
+
+    def multipliers(self, t: int) -> list[float]:  # pragma: no cover - abstract
+        """The per-layer multipliers for step ``t`` (``t = 0`` is the first optimizer step)."""
+        raise NotImplementedError
+
+    def layer_params(self) -> list[list]:
+        """The parameter tensors of each layer."""
+        out: list[list] = [[] for _ in range(self.num_layers)]
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        for p, i in zip(params, self.layers):
+            out[i].append(p)
+        return out
+
+    def _apply(self, mult: list[float]) -> None:
+        mult = _check_multipliers("multipliers", mult, self.num_layers)
+        k = 0
+        for group in self.optimizer.param_groups:
+            n = len(group["params"])
+            group["lr_mult"] = [mult[i] for i in self.layers[k:k + n]]
+            k += n
+        self._last_mult = mult
+
+    def step(self) -> None:
+        """Advance one step and write the multipliers of the new step into every group's ``lr_mult``."""
+        self.last_epoch += 1
+        self._apply(self.multipliers(self.last_epoch))
+
+    def get_last_mult(self) -> list[float]:
+        """The per-layer multipliers last written."""
+        return list(self._last_mult)
+
+    def state_dict(self) -> dict:
+        """Everything but the optimizer (as torch's schedulers). The optimizer's own state dict holds the
+        ``lr_mult`` lists, so loading both resumes exactly."""
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the attributes saved by :meth:`state_dict` (does not rewrite ``lr_mult``; load the optimizer's
+        state dict for that, as with torch's schedulers)."""
+        self.__dict__.update(state_dict)
+
+
+class LayerMultSequence(LayerMultSchedule):
+    """Per-layer multipliers given step by step: ``sequence[t]`` at step ``t`` and the last entry afterwards,
+    e.g. ``[[0, B], [B, 0]]`` (alternating) or a split found by :func:`theory.two_step.best_two_step_schedule`."""
+
+    def __init__(self, optimizer, sequence, layers=None, last_epoch: int = -1) -> None:
+        self._bind(optimizer, layers)
+        sequence = list(sequence)
+        if not sequence:
+            raise ValueError("sequence must hold at least one list of per-layer multipliers")
+        self.sequence = [_check_multipliers(f"sequence[{i}]", m, self.num_layers) for i, m in enumerate(sequence)]
+        self._start(last_epoch)
+
+    def multipliers(self, t: int) -> list[float]:
+        return list(self.sequence[min(t, len(self.sequence) - 1)])
+
+
+class UnequalThenEqual(LayerMultSchedule):
+    r"""Unequal per-layer multipliers ``first`` for ``unequal_steps`` steps, then the equal split ``budget / L``.
+
+    Args:
+        optimizer: any optimizer of this package.
+        first: per-layer multipliers ``(m_1, ..., m_L)`` summing to ``budget``, or ``"optimal"``: the one-step
+            optimum of the two-layer theory (two layers only), :func:`theory.two_step.optimal_split` of the
+            budget in learning-rate units (``budget * lr`` of the first parameter's group), which is
+            ``(0, budget)`` at every width.
+        budget: the per-step sum of the multipliers (default ``sum(first)``; required with ``"optimal"``).
+        unequal_steps: how many steps use ``first`` (default 1).
+        layers: as in :class:`LayerMultSchedule`.
+        h: the hidden width for ``"optimal"`` (default: the last dimension of the first parameter).
+        net: the theory's net for ``"optimal"``: 2 (1/h two-layer) or 3 (1/sqrt(h), fixed head).
+    """
+
+    def __init__(self, optimizer, first="optimal", budget=None, *, unequal_steps: int = 1, layers=None,
+                 h=None, net: int = 2, last_epoch: int = -1) -> None:
+        if not _is_int(unequal_steps) or unequal_steps < 0:
+            raise ValueError(f"unequal_steps must be an int >= 0, got {unequal_steps!r}")
+        self.unequal_steps = int(unequal_steps)
+        if budget is not None and (not _is_real(budget) or budget < 0):
+            raise ValueError(f"budget must be a finite number >= 0, got {budget!r}")
+        self._bind(optimizer, layers)
+        L = self.num_layers
+        if isinstance(first, str):
+            if first != "optimal":
+                raise ValueError(f"first must be per-layer multipliers or 'optimal', got {first!r}")
+            if budget is None:
+                raise ValueError("first='optimal' needs a budget")
+            if L != 2:
+                raise ValueError(f"first='optimal' is the two-layer theory's; this optimizer has {L} layers")
+            from torch_layerlr.theory import two_step
+
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            if h is None:
+                h = int(self.layer_params()[0][0].shape[-1])
+            if lr > 0 and budget > 0:
+                split = two_step.optimal_split(float(budget) * lr, h, steps=1, layers=net)
+                first = [split.eta1 / lr, float(budget) - split.eta1 / lr]
+            else:
+                first = [0.0, float(budget)]
+        first = _check_multipliers("first", first, L)
+        total = math.fsum(first)
+        if budget is None:
+            budget = total
+        elif abs(total - budget) > 1e-12 * max(abs(budget), 1.0):
+            raise ValueError(f"first sums to {total!r} but budget is {budget!r}")
+        self.first, self.budget = first, float(budget)
+        self._start(last_epoch)
+
+    def multipliers(self, t: int) -> list[float]:
+        if t < self.unequal_steps:
+            return list(self.first)
+        return [self.budget / self.num_layers] * self.num_layers
+
+
+class NormBalancedLR(LayerMultSchedule):
+    r"""The paper's Frobenius-norm layer balancing (arXiv 2606.00340, section 3.7 of the research note):
+    two layers get :math:`\eta_{W_i} = 2\|W_j\|_F/(\|W_1\|_F + \|W_2\|_F)\cdot` ``lr`` (:math:`j \ne i`), so the
+    layer with the smaller norm learns faster, and the rates become equal as the norms balance.  L layers:
+
+    * ``rule="inverse"`` (default): :math:`m_l = L\,\|W_l\|^{-1} / \sum_k\|W_k\|^{-1}`;
+    * ``rule="complement"``: :math:`m_l = \frac{L}{L-1}\,(S - \|W_l\|)/S`, :math:`S = \sum_k\|W_k\|`.
+
+    Both equal the paper's rule for two layers and average 1; ``scale`` multiplies them.  A layer's norm is over
+    all its tensors; ``eps`` is added to each norm (all-zero layers).  Recomputed from the current weights at
+    construction and after every step.
+    """
+
+    RULES = ("inverse", "complement")
+
+    def __init__(self, optimizer, rule: str = "inverse", scale: float = 1.0, eps: float = 0.0, layers=None,
+                 last_epoch: int = -1) -> None:
+        if rule not in self.RULES:
+            raise ValueError(f"rule must be one of {self.RULES}, got {rule!r}")
+        if not _is_real(scale) or scale < 0:
+            raise ValueError(f"scale must be a finite number >= 0, got {scale!r}")
+        if not _is_real(eps) or eps < 0:
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        self.rule, self.scale, self.eps = rule, float(scale), float(eps)
+        super().__init__(optimizer, layers, last_epoch)
+
+    def layer_norms(self) -> list[float]:
+        """The Frobenius norm of each layer (over all its tensors), plus ``eps``."""
+        out = []
+        for params in self.layer_params():
+            sq = math.fsum(float(p.detach().double().pow(2).sum()) for p in params)
+            out.append(math.sqrt(sq) + self.eps)
+        return out
+
+    def multipliers(self, t: int) -> list[float]:
+        norms = self.layer_norms()
+        if not all(math.isfinite(n) for n in norms):
+            raise ValueError(f"NormBalancedLR: non-finite layer norms {norms}")
+        L = len(norms)
+        if L == 1:
+            return [self.scale]
+        if self.rule == "inverse":
+            if any(n == 0.0 for n in norms):
+                raise ValueError("NormBalancedLR: a layer has norm 0 (use eps > 0)")
+            inv = [1.0 / n for n in norms]
+            total = math.fsum(inv)
+            return [self.scale * L * v / total for v in inv]
+        total = math.fsum(norms)
+        if total == 0.0:
+            raise ValueError("NormBalancedLR: every layer has norm 0 (use eps > 0)")
+        return [self.scale * L / (L - 1) * (total - n) / total for n in norms]

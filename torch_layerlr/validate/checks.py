@@ -345,6 +345,12 @@ CHECKS: dict[str, Callable[[], list[Record]]] = {
 }
 
 
+# two-step layer balancing (arXiv 2606.00340): groups balance_* of torch_layerlr.validate.balancing
+from torch_layerlr.validate import balancing as _balancing  # noqa: E402  (needs record() above)
+
+CHECKS.update(_balancing.CHECKS)
+
+
 def run_all(progress: Callable[[str], Any] = lambda s: None) -> list[Record]:
     records = []
     for name, fn in CHECKS.items():

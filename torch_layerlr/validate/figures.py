@@ -184,10 +184,16 @@ def figure4(path: str) -> str:
     return path
 
 
-def make_figures(out_dir: str) -> list[str]:
-    """Write fig1..fig4 PNGs into ``out_dir``; returns their paths."""
+def make_figures(out_dir: str, balancing: bool = True) -> list[str]:
+    """Write fig1..fig4 PNGs into ``out_dir``, and with ``balancing`` the two-step layer-balancing figures
+    (:func:`torch_layerlr.validate.balancing.make_figures`); returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    return [figure1(os.path.join(out_dir, "fig1_sharpness.png")),
-            figure2(os.path.join(out_dir, "fig2_transfer.png")),
-            figure3(os.path.join(out_dir, "fig3_lr_regimes.png")),
-            figure4(os.path.join(out_dir, "fig4_plateau.png"))]
+    paths = [figure1(os.path.join(out_dir, "fig1_sharpness.png")),
+             figure2(os.path.join(out_dir, "fig2_transfer.png")),
+             figure3(os.path.join(out_dir, "fig3_lr_regimes.png")),
+             figure4(os.path.join(out_dir, "fig4_plateau.png"))]
+    if balancing:
+        from torch_layerlr.validate import balancing as bal
+
+        paths += bal.make_figures(out_dir)
+    return paths

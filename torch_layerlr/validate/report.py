@@ -44,6 +44,28 @@ NOTES = """\
 """
 
 
+BALANCE_NOTES = """\
+## Two-step layer balancing: conventions and differences from the authors' code
+
+- Nets, data and losses as in research note section 1: n = d = h, whitened noiseless data (XᵀX = nI), Haar-orthogonal
+  weights; train loss (1/2n)‖f(X) − Y‖², test loss the population ‖Ŵ − β‖² (no ½, no finite test set). The
+  3-layer net (and the 4-/8-layer nets) use a fixed *unit-norm* a and a unit-norm β, where the closed forms are
+  exact; the authors' scripts draw Gaussian a and β, which biases the formulas by O(1/h).
+- One-step losses are the paper's, with the interaction terms 2q/h⁵ (2 layers) and 2q/h³ (3 layers). The released
+  code drops them; Monte Carlo of the per-realisation identities rejects that form at h = 16 (checks above).
+- `expected_loss` takes any per-step schedule [(η1, η2), (η1', η2')] (general-schedule coefficients, note 2.4 /
+  2.6); the paper's figures use the same pair at both steps.
+- GD runs use the whitened train loss ½‖Ŵ − β‖², which equals the literal-X loss for any whitened X (its gradient
+  is checked against autograd on literal X). The 2-layer GD goes through `LayerwiseSGD` with
+  `lr_mult = [η1, η2]` set per step by `LayerMultSequence` / `UnequalThenEqual`. The fixed-head GD (3, 4, 8 layers)
+  is batched exactly through the rank-one structure of its gradients and checked against `LayerwiseSGD`.
+- Grids: η1/budget 0.05..0.95 in steps of 0.05 for 2 and 3 layers (the equal split in the middle). For 4 and 8
+  layers: 0.02..0.98 plus the equal split 1/(L − 1). Budgets are exact sums (the authors' 3-NN grid is not, note 6.2).
+- Figures: step-1 panels show the loss minus its value at the equal split, because on an absolute scale the
+  curves are flat.
+"""
+
+
 def _fmt(x: float) -> str:
     if isinstance(x, float) and math.isinf(x):
         return "inf"
@@ -65,7 +87,8 @@ def _json_number(x: float) -> Any:
     return x if math.isfinite(x) else ("inf" if x > 0 else "-inf" if x < 0 else "nan")
 
 
-def write_report(out_dir: str, records: Sequence[dict], figures: Sequence[str], elapsed: float) -> tuple[str, str]:
+def write_report(out_dir: str, records: Sequence[dict], figures: Sequence[str], elapsed: float,
+                 sections: Sequence[str] = ()) -> tuple[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     passed = all(r["passed"] for r in records)
     doc = dict(passed=passed, elapsed_s=round(elapsed, 2), machine=platform.platform(),
@@ -76,9 +99,12 @@ def write_report(out_dir: str, records: Sequence[dict], figures: Sequence[str], 
     json_path = os.path.join(out_dir, "report.json")
     with open(json_path, "w") as fh:
         json.dump(doc, fh, indent=2)
-    lines = ["# Depth-scaling theory: validation report", "",
+    lines = ["# Validation report: depth-scaling theory and two-step layer balancing", "",
              "Closed forms of Zhang, Latham, Vankadara, Saxe (deep scalar linear networks; `torch_layerlr.theory`)",
-             "against autograd Hessians, gradient descent (float64) and `DepthScaledSGD` on the fused engine.", "",
+             "against autograd Hessians, gradient descent (float64) and `DepthScaledSGD` on the fused engine; and",
+             "(checks `balance: ...`) the two-step layer-balancing losses of Pang et al., arXiv 2606.00340",
+             "(`torch_layerlr.theory.two_step`) against autograd, surrogate and GD simulations (float64, GD through",
+             "`LayerwiseSGD` with per-layer `lr_mult`) and Monte Carlo.", "",
              f"**{sum(r['passed'] for r in records)} of {len(records)} checks pass** "
              f"({'all pass' if passed else 'FAILURES'}); run time {elapsed:.1f} s; {doc['date']}; "
              f"{doc['machine']}.", "",
@@ -88,10 +114,14 @@ def write_report(out_dir: str, records: Sequence[dict], figures: Sequence[str], 
                      f"| {_fmt(r['bound'])} | {'pass' if r['passed'] else '**FAIL**'} |")
     lines += ["", "## Details", ""]
     lines += [f"- **{r['name']}**: {r['detail']}" for r in records if r.get("detail")]
+    for section in sections:
+        lines += ["", section]
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in figures]
     lines += ["", NOTES]
+    if any(r["name"].startswith("balance:") for r in records):
+        lines += ["", BALANCE_NOTES]
     md_path = os.path.join(out_dir, "report.md")
     with open(md_path, "w") as fh:
         fh.write("\n".join(lines))
@@ -114,16 +144,24 @@ def validate(out_dir: str = "out/validate", figures: bool = True, print_fn: Call
         t0 = time.perf_counter()
         new = fn()
         records += new
-        print_fn(f"  {name:<13} {len(new)} checks, {time.perf_counter() - t0:5.1f} s")
+        print_fn(f"  {name:<19} {len(new)} checks, {time.perf_counter() - t0:5.1f} s")
+    balance = not only or any(name.startswith("balance") for name in only)
+    sections: list[str] = []
+    if balance:
+        from torch_layerlr.validate.balancing import report_section
+
+        t0 = time.perf_counter()
+        sections.append(report_section())
+        print_fn(f"  {'balance table':<19} {time.perf_counter() - t0:5.1f} s")
     paths: list[str] = []
     if figures:
         from torch_layerlr.validate.figures import make_figures
 
         t0 = time.perf_counter()
-        paths = make_figures(out_dir)
-        print_fn(f"  {'figures':<13} {len(paths)} PNGs, {time.perf_counter() - t0:5.1f} s")
+        paths = make_figures(out_dir, balancing=balance)
+        print_fn(f"  {'figures':<19} {len(paths)} PNGs, {time.perf_counter() - t0:5.1f} s")
     elapsed = time.perf_counter() - start
-    md, js = write_report(out_dir, records, paths, elapsed)
+    md, js = write_report(out_dir, records, paths, elapsed, sections)
     print_fn("")
     print_fn(format_table(records))
     ok = all(r["passed"] for r in records)
