@@ -1,4 +1,5 @@
-// The layerlr op family: schemas, argument checks shared by every backend, and the CPU registrations.
+// The layerlr op family: schemas, argument checks shared by every backend (declared in engine/op_entry.h),
+// and the CPU registrations. The CUDA registrations are in csrc/cuda/*.cu.
 //
 // NOTE: [schema conventions]
 // As ATen's _fused_adamw_: mutated lists are annotated Tensor(a!)[], mutated tensors are never returned,
@@ -12,6 +13,7 @@
 #include <string>
 
 #include "cpu/cpu_backend.h"
+#include "engine/op_entry.h"
 #include "engine/step_args.h"
 
 namespace layerlr {
@@ -109,8 +111,6 @@ void check_step_args(const StepArgs& a) {
   }
 }
 
-namespace {
-
 StepArgs make_step_args(at::TensorList params, at::TensorList grads, at::TensorList filters, at::TensorList exp_avgs,
                         at::TensorList exp_avg_sqs, at::TensorList steps, const at::Tensor& lr,
                         const at::Tensor& lr_mult, const at::Tensor& weight_decay, const at::Tensor& blend,
@@ -147,24 +147,7 @@ StepArgs make_step_args(at::TensorList params, at::TensorList grads, at::TensorL
   return a;
 }
 
-// One entry point per backend with the op's full signature.
-template <void (*Backend)(const StepArgs&)>
-void fused_step_(at::TensorList params, at::TensorList grads, at::TensorList filters, at::TensorList exp_avgs,
-                 at::TensorList exp_avg_sqs, at::TensorList steps, const at::Tensor& lr, const at::Tensor& lr_mult,
-                 const at::Tensor& weight_decay, const at::Tensor& blend, const at::Tensor& trust_mask,
-                 c10::string_view filter, c10::string_view decay, c10::string_view moment, c10::string_view trust,
-                 const std::optional<at::Tensor>& filter_coef, double filter_lambda, double momentum,
-                 double dampening, bool nesterov, double beta1, double beta2, double eps, bool bias_correction,
-                 double trust_coefficient, double trust_eps, double ratio_min, double ratio_max, double norm_max,
-                 bool maximize, const std::optional<at::Tensor>& grad_scale,
-                 const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& trust_ratios) {
-  Backend(make_step_args(params, grads, filters, exp_avgs, exp_avg_sqs, steps, lr, lr_mult, weight_decay, blend,
-                         trust_mask, filter, decay, moment, trust, filter_coef, filter_lambda, momentum, dampening,
-                         nesterov, beta1, beta2, eps, bias_correction, trust_coefficient, trust_eps, ratio_min,
-                         ratio_max, norm_max, maximize, grad_scale, found_inf, trust_ratios));
-}
-
-at::Tensor tensor_norms_cpu(at::TensorList tensors) {
+void check_tensor_norms_args(at::TensorList tensors) {
   for (size_t i = 0; i < tensors.size(); ++i) {
     TORCH_CHECK_TYPE(is_supported_float(tensors[i].scalar_type()), "tensors[", i, "] has dtype ",
                      tensors[i].scalar_type(), ": norms take float32, float64, bfloat16 or float16");
@@ -172,17 +155,28 @@ at::Tensor tensor_norms_cpu(at::TensorList tensors) {
                      tensors[i].scalar_type(), " but tensors[0] has ", tensors[0].scalar_type());
     TORCH_CHECK_TYPE(tensors[i].layout() == at::kStrided, "tensors[", i, "] is not a strided (dense) tensor");
   }
-  return cpu::tensor_norms(tensors);
 }
 
-void dals_phase_cpu(const at::Tensor& detector, const at::Tensor& filter_coef, const at::Tensor& loss, double tau1,
-                    double tau2, at::ArrayRef<double> phase_alpha, at::ArrayRef<double> phase_gate) {
+void check_dals_phase_args(const at::Tensor& detector, const at::Tensor& filter_coef, const at::Tensor& loss,
+                           at::ArrayRef<double> phase_alpha, at::ArrayRef<double> phase_gate) {
   TORCH_CHECK_VALUE(detector.numel() == 3 && detector.scalar_type() == at::kDouble,
                     "detector must be a float64 tensor [ema, seen, phase]");
   TORCH_CHECK_VALUE(filter_coef.numel() == 2, "filter_coef must hold [alpha, gate]");
   TORCH_CHECK_VALUE(loss.numel() == 1, "loss must be a scalar, got shape ", loss.sizes());
   TORCH_CHECK_VALUE(phase_alpha.size() == 3 && phase_gate.size() == 3,
                     "phase_alpha and phase_gate must have one entry per phase (3)");
+}
+
+namespace {
+
+at::Tensor tensor_norms_cpu(at::TensorList tensors) {
+  check_tensor_norms_args(tensors);
+  return cpu::tensor_norms(tensors);
+}
+
+void dals_phase_cpu(const at::Tensor& detector, const at::Tensor& filter_coef, const at::Tensor& loss, double tau1,
+                    double tau2, at::ArrayRef<double> phase_alpha, at::ArrayRef<double> phase_gate) {
+  check_dals_phase_args(detector, filter_coef, loss, phase_alpha, phase_gate);
   const at::Tensor loss_cpu = loss.device().is_cpu() ? loss : loss.cpu();
   cpu::dals_phase(detector, filter_coef, loss_cpu, tau1, tau2, phase_alpha, phase_gate);
 }

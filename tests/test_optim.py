@@ -89,13 +89,13 @@ class Problem:
             _GRAD_CACHE[key] = [torch.randn(s, generator=gen, dtype=F64).to(self.dtype) for s in self.shapes]
         return _GRAD_CACHE[key]
 
-    def params(self, dtype=None):
-        return [x.to(dtype or self.dtype, copy=True).requires_grad_(True) for x in self.init]
+    def params(self, dtype=None, device="cpu"):
+        return [x.to(device=device, dtype=dtype or self.dtype, copy=True).requires_grad_(True) for x in self.init]
 
 
 def set_grads(params, grads):
     for p, g in zip(params, grads):
-        p.grad = None if g is None else g.to(p.dtype, copy=True)
+        p.grad = None if g is None else g.to(device=p.device, dtype=p.dtype, copy=True)
 
 
 @contextlib.contextmanager
@@ -138,7 +138,7 @@ def take_step(info, opt, params, grads, k, loss=None):
 
 
 def rel_err(x, y):
-    x, y = x.detach().to(F64), y.detach().to(F64)
+    x, y = x.detach().to("cpu", F64), y.detach().to("cpu", F64)
     assert x.shape == y.shape, (x.shape, y.shape)
     num = torch.linalg.vector_norm(x - y).item()
     den = torch.linalg.vector_norm(y).item()
@@ -196,9 +196,10 @@ def losses_for(info, steps, seed=0):
     return dals_losses(steps, seed) if info.is_dals else (None, None)
 
 
-def run_pair(info, problem, steps, *, groups=None, overrides=None, scheduler=None, ref_dtype=F64):
+def run_pair(info, problem, steps, *, groups=None, overrides=None, scheduler=None, ref_dtype=F64, device="cpu"):
     """Run the reference (params in ``ref_dtype``, math and state in float64), then the fused optimizer (params
-    in problem.dtype) on the same gradients (and DALS losses); returns (fused, ref, fused params, ref params).
+    in problem.dtype, on ``device``) on the same gradients (and DALS losses); returns (fused, ref, fused params,
+    ref params).
 
     ``groups(params)`` may turn the param list into param groups. ``scheduler(opt)`` builds an lr scheduler
     that is stepped after every optimizer step (one for each optimizer); the lrs of every step must agree.
@@ -225,7 +226,7 @@ def run_pair(info, problem, steps, *, groups=None, overrides=None, scheduler=Non
     pr = problem.params(ref_dtype)
     with num_threads(1):
         ref, ref_phases, ref_lrs = drive(info.ref, pr)
-    pf = problem.params()
+    pf = problem.params(device=device)
     fused, fused_phases, fused_lrs = drive(info.fused, pf)
     if info.is_dals:
         assert ref_phases == phases, "the reference does not follow the loss sequence's phases"
@@ -520,7 +521,7 @@ def scaled_backward(scaler, params, grads, inf_at=None):
     """backward of sum(p * G) through the scaler: p.grad = scale * G (exact: the scale is a power of 2)."""
     for p in params:
         p.grad = None
-    loss = sum((p * g.to(p.dtype)).sum() for p, g in zip(params, grads))
+    loss = sum((p * g.to(device=p.device, dtype=p.dtype)).sum() for p, g in zip(params, grads))
     scaler.scale(loss).backward()
     if inf_at is not None:
         params[inf_at].grad.view(-1)[0] = float("inf")
@@ -655,8 +656,8 @@ def test_step_without_any_grad_changes_nothing(info):
 # ---------------------------------------------------------------------------------------------------------
 # determinism
 # ---------------------------------------------------------------------------------------------------------
-def _fused_run(info, problem, steps):
-    params = problem.params()
+def _fused_run(info, problem, steps, device="cpu"):
+    params = problem.params(device=device)
     opt = info.fused(params)
     losses, _ = losses_for(info, steps)
     for k in range(steps):

@@ -1,6 +1,10 @@
-// Per-tensor numbers for one step: computed once per tensor on the host in double, then cast to the math
-// type, so the element loops only multiply and add.
+// Per-tensor numbers for one step: computed once per tensor in double, then cast to the math type, so the
+// element loops only multiply and add. The CPU computes them on the host; the CUDA backend in a one-thread-
+// per-tensor kernel from the device copies of lr, steps and the per-tensor inputs (no host sync), hence
+// C10_HOST_DEVICE on make_coef and trust_ratio.
 #pragma once
+
+#include <c10/macros/Macros.h>
 
 #include <cmath>
 
@@ -38,7 +42,7 @@ struct Coef {
 };
 
 template <typename T>
-Coef<T> make_coef(const Recipe& r, const TensorInputs& in) {
+C10_HOST_DEVICE Coef<T> make_coef(const Recipe& r, const TensorInputs& in) {
   Coef<T> c{};
   const double sign = r.maximize ? -1.0 : 1.0;
   c.grad_mul = static_cast<T>(sign / in.grad_scale);
@@ -87,7 +91,7 @@ Coef<T> make_coef(const Recipe& r, const TensorInputs& in) {
 
 // Per-tensor finish of the two-pass recipes: the trust ratio from the squared norms of pass 1.
 // See NOTE: [trust ratio placement].
-inline double trust_ratio(const Recipe& r, const TensorInputs& in, double sq_param, double sq_dir) {
+C10_HOST_DEVICE inline double trust_ratio(const Recipe& r, const TensorInputs& in, double sq_param, double sq_dir) {
   if (!in.trust) return 1.0;
   const double w = std::sqrt(sq_param), u = std::sqrt(sq_dir);
   if (!(w > 0.0) || !(u > 0.0)) return 1.0;

@@ -19,7 +19,7 @@ from torch.optim import Optimizer
 
 from torch_layerlr._ops import Recipe, fused_step_
 
-__all__ = ["FusedOptimizer", "check_float", "check_betas"]
+__all__ = ["FusedOptimizer", "check_float", "check_betas", "to_device"]
 
 
 def check_float(name: str, value: Any, *, low: float = -math.inf, high: float = math.inf,
@@ -46,6 +46,33 @@ def check_betas(betas: Any) -> tuple[float, float]:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     return (check_float("betas[0]", betas[0], low=0.0, high=1.0, high_open=True),
             check_float("betas[1]", betas[1], low=0.0, high=1.0, high_open=True))
+
+
+def to_device(x: Tensor, device: torch.device) -> Tensor:
+    """A small CPU tensor (the engine's inputs) on ``device``, without waiting for the device.
+
+    A blocking host-to-device copy synchronizes with the stream (and raises under
+    ``torch.cuda.set_sync_debug_mode("error")``). These sources are fresh pageable tensors, which
+    ``cudaMemcpyAsync`` stages before it returns, so the non-blocking copy is safe. On the CPU, ``x`` itself.
+    """
+    return x if device.type == "cpu" else x.to(device, non_blocking=True)
+
+
+def _new_step(value: float, device: torch.device) -> Tensor:
+    """A float32 step counter holding ``value``: on the CPU for CPU params (as in ``torch.optim``), on the
+    param's device otherwise, where the fused CUDA kernels read and advance it in place."""
+    if device.type == "cpu":
+        return torch.tensor(value, dtype=torch.float32)
+    return torch.full((), value, dtype=torch.float32, device=device)
+
+
+def _lr_tensor(lr: Any, device: torch.device) -> Tensor:
+    """The group's lr as the engine's float64 ``lr`` tensor on ``device`` (no host sync on a GPU)."""
+    if device.type == "cpu":
+        return torch.as_tensor(lr, dtype=torch.float64, device=device)
+    if isinstance(lr, Tensor):
+        return lr.to(device=device, dtype=torch.float64, non_blocking=True)
+    return torch.full((), float(lr), dtype=torch.float64, device=device)
 
 
 class FusedOptimizer(Optimizer):
@@ -178,7 +205,10 @@ class FusedOptimizer(Optimizer):
             state = self.state[p]
             step = state.get("step", 0.0)
             if not (isinstance(step, Tensor) and step.is_floating_point()):
-                state["step"] = torch.tensor(float(step), dtype=torch.float32)
+                state["step"] = _new_step(float(step), p.device)
+            elif step.device != p.device:
+                # e.g. a state_dict from another device: torch.optim's load_state_dict leaves "step" where it was
+                state["step"] = step.to(p.device)
             for name in recipe.state_names:
                 if name not in state:
                     state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -191,7 +221,7 @@ class FusedOptimizer(Optimizer):
             trust.append(1.0 if t else 0.0)
 
         def per_tensor(values: list[float]) -> Tensor:
-            return torch.tensor(values, dtype=torch.float64, device=device)
+            return to_device(torch.tensor(values, dtype=torch.float64), device)
 
         inputs = dict(lr_mult=per_tensor(lr_mult), weight_decay=per_tensor(wd), blend=per_tensor(blend),
                       trust_mask=per_tensor(trust))
@@ -207,7 +237,7 @@ class FusedOptimizer(Optimizer):
             bucket.states,
             bucket.steps,
             recipe,
-            lr=torch.as_tensor(lr, dtype=torch.float64, device=device),
+            lr=_lr_tensor(lr, device),
             filter_coef=self._filter_coef(group, device),
             grad_scale=None if grad_scale is None else grad_scale.to(device, non_blocking=True),
             found_inf=None if found_inf is None else found_inf.to(device, non_blocking=True),

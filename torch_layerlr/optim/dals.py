@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from torch_layerlr import layers
 from torch_layerlr._ops import Recipe, dals_phase_
-from torch_layerlr.optim._base import FusedOptimizer, check_float
+from torch_layerlr.optim._base import FusedOptimizer, check_float, to_device
 
 __all__ = ["DALS", "VARIANTS"]
 
@@ -194,7 +194,9 @@ class DALS(FusedOptimizer):
             with torch.enable_grad():
                 loss = closure()
         found_inf = getattr(self, "found_inf", None)
-        if found_inf is not None and found_inf.device.type == "cpu" and bool(found_inf):
+        # The schedule and the loss phase are host state, so a skipped step must be known here: for a found_inf
+        # on a GPU this read waits for the device (the one host sync of a DALS step under GradScaler).
+        if found_inf is not None and bool(found_inf):
             return loss  # GradScaler skips this step: nothing moves, no loss is counted, the schedule waits
         self._resolve_depths()
         for group_index, group in enumerate(self.param_groups):
@@ -228,4 +230,4 @@ class DALS(FusedOptimizer):
         return float(group["weight_decay"]), 0.3 + 0.4 * depth, True
 
     def _filter_coef(self, group: dict[str, Any], device: torch.device) -> Optional[Tensor]:
-        return self._global["filter_coef"].to(device)
+        return to_device(self._global["filter_coef"], device)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from torch_layerlr._ops import Recipe
-from torch_layerlr.optim._base import FusedOptimizer, check_betas, check_float
+from torch_layerlr.optim._base import FusedOptimizer, check_betas, check_float, to_device
 from torch_layerlr.optim.layerwise import LrMult, adamw_recipe
 
 __all__ = ["GrokfastAdamW", "grokfast_defaults", "with_grokfast", "grokfast_coef"]
@@ -38,7 +38,7 @@ def grokfast_coef(group: dict[str, Any], device: torch.device) -> Optional[Tenso
     """The engine's filter coefficients [alpha, gate] for the group's Grokfast stage."""
     if group["grokfast_alpha"] is None:
         return None
-    return torch.tensor([group["grokfast_alpha"], 1.0], dtype=torch.float64, device=device)
+    return to_device(torch.tensor([group["grokfast_alpha"], 1.0], dtype=torch.float64), device)
 
 
 class GrokfastAdamW(FusedOptimizer):

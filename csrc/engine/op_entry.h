@@ -1,0 +1,54 @@
+// The entry points every backend registers: the fused_step_ wrapper with the op's full signature, and the
+// argument checks of the other ops. All of them are defined in ops.cpp, next to the schemas, so that a CPU
+// and a CUDA call of an op parse and check their arguments the same way.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+#include <c10/util/string_view.h>
+
+#include <optional>
+
+#include "step_args.h"
+
+namespace layerlr {
+
+// Parses the recipe from the op's arguments and runs check_step_args on the result.
+StepArgs make_step_args(at::TensorList params, at::TensorList grads, at::TensorList filters, at::TensorList exp_avgs,
+                        at::TensorList exp_avg_sqs, at::TensorList steps, const at::Tensor& lr,
+                        const at::Tensor& lr_mult, const at::Tensor& weight_decay, const at::Tensor& blend,
+                        const at::Tensor& trust_mask, c10::string_view filter, c10::string_view decay,
+                        c10::string_view moment, c10::string_view trust,
+                        const std::optional<at::Tensor>& filter_coef, double filter_lambda, double momentum,
+                        double dampening, bool nesterov, double beta1, double beta2, double eps,
+                        bool bias_correction, double trust_coefficient, double trust_eps, double ratio_min,
+                        double ratio_max, double norm_max, bool maximize,
+                        const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+                        const std::optional<at::Tensor>& trust_ratios);
+
+// One entry point per backend with the op's full signature: m.impl("fused_step_", &fused_step_<backend>).
+template <void (*Backend)(const StepArgs&)>
+void fused_step_(at::TensorList params, at::TensorList grads, at::TensorList filters, at::TensorList exp_avgs,
+                 at::TensorList exp_avg_sqs, at::TensorList steps, const at::Tensor& lr, const at::Tensor& lr_mult,
+                 const at::Tensor& weight_decay, const at::Tensor& blend, const at::Tensor& trust_mask,
+                 c10::string_view filter, c10::string_view decay, c10::string_view moment, c10::string_view trust,
+                 const std::optional<at::Tensor>& filter_coef, double filter_lambda, double momentum,
+                 double dampening, bool nesterov, double beta1, double beta2, double eps, bool bias_correction,
+                 double trust_coefficient, double trust_eps, double ratio_min, double ratio_max, double norm_max,
+                 bool maximize, const std::optional<at::Tensor>& grad_scale,
+                 const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& trust_ratios) {
+  Backend(make_step_args(params, grads, filters, exp_avgs, exp_avg_sqs, steps, lr, lr_mult, weight_decay, blend,
+                         trust_mask, filter, decay, moment, trust, filter_coef, filter_lambda, momentum, dampening,
+                         nesterov, beta1, beta2, eps, bias_correction, trust_coefficient, trust_eps, ratio_min,
+                         ratio_max, norm_max, maximize, grad_scale, found_inf, trust_ratios));
+}
+
+// tensor_norms: one float dtype (float32, float64, bfloat16 or float16), strided tensors.
+void check_tensor_norms_args(at::TensorList tensors);
+
+// dals_phase_: detector is a float64 [ema, seen, phase], filter_coef holds [alpha, gate], loss one element,
+// one alpha and one gate per phase.
+void check_dals_phase_args(const at::Tensor& detector, const at::Tensor& filter_coef, const at::Tensor& loss,
+                           at::ArrayRef<double> phase_alpha, at::ArrayRef<double> phase_gate);
+
+}  // namespace layerlr
