@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../engine/step_args.h"
+#include "../engine/dispatch.h"
 #include "../engine/step_math.h"
 #include "cpu_backend.h"
 #include "loops.h"
@@ -168,34 +169,6 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
   }
 }
 
-template <typename scalar_t>
-void dispatch_recipe(const StepArgs& a, const std::vector<at::Tensor>& views) {
-  const Recipe& r = a.recipe;
-  const bool filter = r.filter != Filter::kNone;
-  const bool buffer = r.has_momentum_buffer();
-#define LAYERLR_RUN(F, M, B, TR) run<scalar_t, F, Moment::M, B, Trust::TR>(a, views)
-#define LAYERLR_TRUST(F, M, B)                                         \
-  switch (r.trust) {                                                   \
-    case Trust::kNone: return LAYERLR_RUN(F, M, B, kNone);             \
-    case Trust::kLars: return LAYERLR_RUN(F, M, B, kLars);             \
-    case Trust::kUpdate: return LAYERLR_RUN(F, M, B, kUpdate);         \
-  }
-#define LAYERLR_MOMENT(F)                                              \
-  if (r.moment == Moment::kAdam) {                                     \
-    if (r.trust == Trust::kNone) return LAYERLR_RUN(F, kAdam, false, kNone); \
-    return LAYERLR_RUN(F, kAdam, false, kUpdate);                      \
-  }                                                                    \
-  if (buffer) { LAYERLR_TRUST(F, kSgd, true) }                         \
-  else { LAYERLR_TRUST(F, kSgd, false) }
-  if (filter) {
-    LAYERLR_MOMENT(true)
-  } else {
-    LAYERLR_MOMENT(false)
-  }
-#undef LAYERLR_MOMENT
-#undef LAYERLR_TRUST
-#undef LAYERLR_RUN
-}
 
 // NOTE: [strided tensors]
 // The loops walk memory linearly. That is right whenever a tensor and all its companions (grad, filter,
@@ -229,8 +202,11 @@ void fused_step(const StepArgs& a) {
     }
   }
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.params[0].scalar_type(), "layerlr_fused_step",
-                                  [&] { dispatch_recipe<scalar_t>(a, views); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.params[0].scalar_type(), "layerlr_fused_step", [&] {
+    dispatch_recipe(a.recipe, [&]<bool kFilter, Moment kMoment, bool kBuffer, Trust kTrust>() {
+      run<scalar_t, kFilter, kMoment, kBuffer, kTrust>(a, views);
+    });
+  });
 
   for (int64_t k = 0; k < n * kDepth; ++k)
     if (write_back[k].defined()) write_back[k].copy_(views[k]);

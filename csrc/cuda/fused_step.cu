@@ -21,6 +21,7 @@
 
 #include "c10_cuda.cuh"
 #include "../engine/op_entry.h"
+#include "../engine/dispatch.h"
 #include "../engine/step_math.h"
 #include "block_reduce.cuh"
 #include "device_values.cuh"
@@ -242,38 +243,6 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& rows, const StepInput
   }
 }
 
-template <typename scalar_t>
-void dispatch_recipe(const StepArgs& a, const std::vector<at::Tensor>& rows, const StepInputs& in,
-                     const std::vector<void*>& steps, const DeviceValues& ratios) {
-  const Recipe& r = a.recipe;
-  const bool filter = r.filter != Filter::kNone;
-  const bool buffer = r.has_momentum_buffer();
-#define LAYERLR_RUN(F, M, B, TR) run<scalar_t, F, Moment::M, B, Trust::TR>(a, rows, in, steps, ratios)
-#define LAYERLR_TRUST(F, M, B)                                 \
-  switch (r.trust) {                                           \
-    case Trust::kNone: return LAYERLR_RUN(F, M, B, kNone);     \
-    case Trust::kLars: return LAYERLR_RUN(F, M, B, kLars);     \
-    case Trust::kUpdate: return LAYERLR_RUN(F, M, B, kUpdate); \
-  }
-#define LAYERLR_MOMENT(F)                                                      \
-  if (r.moment == Moment::kAdam) {                                             \
-    if (r.trust == Trust::kNone) return LAYERLR_RUN(F, kAdam, false, kNone);   \
-    return LAYERLR_RUN(F, kAdam, false, kUpdate);                              \
-  }                                                                            \
-  if (buffer) {                                                                \
-    LAYERLR_TRUST(F, kSgd, true)                                               \
-  } else {                                                                     \
-    LAYERLR_TRUST(F, kSgd, false)                                              \
-  }
-  if (filter) {
-    LAYERLR_MOMENT(true)
-  } else {
-    LAYERLR_MOMENT(false)
-  }
-#undef LAYERLR_MOMENT
-#undef LAYERLR_TRUST
-#undef LAYERLR_RUN
-}
 
 }  // namespace
 
@@ -336,8 +305,11 @@ void fused_step(const StepArgs& a) {
   const DeviceValues ratios =
       a.trust_ratios ? writable_device_values(*a.trust_ratios, "trust_ratios") : DeviceValues{};
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.params[0].scalar_type(), "layerlr_fused_step_cuda",
-                                  [&] { dispatch_recipe<scalar_t>(a, rows, in, steps, ratios); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.params[0].scalar_type(), "layerlr_fused_step_cuda", [&] {
+    dispatch_recipe(a.recipe, [&]<bool kFilter, Moment kMoment, bool kBuffer, Trust kTrust>() {
+      run<scalar_t, kFilter, kMoment, kBuffer, kTrust>(a, rows, in, steps, ratios);
+    });
+  });
 
   for (int64_t k = 0; k < n * kDepth; ++k)
     if (write_back[k].defined()) write_back[k].copy_(rows[k]);

@@ -70,6 +70,8 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 from scipy import optimize
 
+from torch_layerlr.theory.scalar_chain import _arr
+
 __all__ = ["expected_loss", "realisation_loss", "surrogate_coefficients", "gd_one_step_loss",
            "closed_form_loss", "loss_q_derivative", "equal_split_curvature", "optimal_split", "balance_window",
            "best_two_step_schedule", "Split", "Window", "TwoStepSchedule", "NETS"]
@@ -101,16 +103,6 @@ class TwoStepSchedule(NamedTuple):
 
 
 # ---- argument handling ----------------------------------------------------------------------------------
-def _arr(name: str, value: Any) -> np.ndarray:
-    try:
-        out = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be a number or an array of numbers, got {value!r}") from exc
-    if np.isnan(out).any():
-        raise ValueError(f"{name} must not be NaN")
-    return out
-
-
 def _out(x: Any) -> Any:
     x = np.asarray(x, dtype=np.float64)
     return float(x) if x.ndim == 0 else x
