@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../engine/step_args.h"
+#include "../engine/dense_views.h"
 #include "../engine/dispatch.h"
 #include "../engine/step_math.h"
 #include "cpu_backend.h"
@@ -13,9 +14,6 @@
 
 namespace layerlr::cpu {
 namespace {
-
-// Index constants of the per-tensor pointer table.
-constexpr int kParamIdx = 0, kGradIdx = 1, kFilterIdx = 2, kExpAvgIdx = 3, kExpAvgSqIdx = 4, kDepth = 5;
 
 template <typename scalar_t>
 struct Slot {
@@ -170,14 +168,6 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
 }
 
 
-// NOTE: [strided tensors]
-// The loops walk memory linearly. That is right whenever a tensor and all its companions (grad, filter,
-// moments) are dense and share one stride layout, the usual case: grads and states are created like the
-// param. Anything else runs on contiguous copies that are written back afterwards.
-bool same_dense_layout(const at::Tensor& p, const at::Tensor& other) {
-  return other.strides() == p.strides();
-}
-
 }  // namespace
 
 void fused_step(const StepArgs& a) {
@@ -185,31 +175,15 @@ void fused_step(const StepArgs& a) {
   const int64_t n = static_cast<int64_t>(a.params.size());
   if (n == 0) return;
 
-  // views[t*kDepth + d]: the tensor each slot points into (undefined where the recipe has no such state).
-  std::vector<at::Tensor> views(n * kDepth), write_back(n * kDepth);
-  for (int64_t t = 0; t < n; ++t) {
-    const at::Tensor& p = a.params[t];
-    const at::Tensor* src[kDepth] = {&p, &a.grads[t], a.filters.empty() ? nullptr : &a.filters[t],
-                                     a.exp_avgs.empty() ? nullptr : &a.exp_avgs[t],
-                                     a.exp_avg_sqs.empty() ? nullptr : &a.exp_avg_sqs[t]};
-    bool direct = p.is_non_overlapping_and_dense();
-    for (int d = 1; d < kDepth && direct; ++d)
-      if (src[d]) direct = same_dense_layout(p, *src[d]);
-    for (int d = 0; d < kDepth; ++d) {
-      if (!src[d]) continue;
-      views[t * kDepth + d] = direct ? *src[d] : src[d]->contiguous();
-      if (!direct && d != kGradIdx) write_back[t * kDepth + d] = *src[d];
-    }
-  }
-
+  DenseViews dense(a);
+  const std::vector<at::Tensor>& views = dense.views;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.params[0].scalar_type(), "layerlr_fused_step", [&] {
     dispatch_recipe(a.recipe, [&]<bool kFilter, Moment kMoment, bool kBuffer, Trust kTrust>() {
       run<scalar_t, kFilter, kMoment, kBuffer, kTrust>(a, views);
     });
   });
 
-  for (int64_t k = 0; k < n * kDepth; ++k)
-    if (write_back[k].defined()) write_back[k].copy_(views[k]);
+  dense.finish();
   for (const at::Tensor& s : a.steps) write_scalar(s, 0, read_scalar(s) + 1.0);
 }
 

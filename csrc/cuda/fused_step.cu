@@ -21,6 +21,7 @@
 
 #include "c10_cuda.cuh"
 #include "../engine/op_entry.h"
+#include "../engine/dense_views.h"
 #include "../engine/dispatch.h"
 #include "../engine/step_math.h"
 #include "block_reduce.cuh"
@@ -31,8 +32,7 @@
 namespace layerlr::cuda {
 namespace {
 
-// Index constants of the tensor lists (the rows of multi_tensor_apply).
-constexpr int kParamIdx = 0, kGradIdx = 1, kFilterIdx = 2, kExpAvgIdx = 3, kExpAvgSqIdx = 4, kDepth = 5;
+// The tensor lists (the rows of multi_tensor_apply) are indexed by kParamIdx... of engine/dense_views.h.
 
 enum class Pass { kNorms, kUpdate };
 
@@ -253,23 +253,8 @@ void fused_step(const StepArgs& a) {
   TORCH_CHECK_VALUE(device.is_cuda(), "fused_step_ (CUDA): params[0] is on ", device);
   const c10::cuda::CUDAGuard guard(device);
 
-  // NOTE: [strided tensors] in cpu/fused_step.cpp, unchanged: the kernels walk memory linearly, so a tensor
-  // whose companions do not share its dense layout runs on contiguous copies that are written back after.
-  std::vector<at::Tensor> rows(n * kDepth), write_back(n * kDepth);
-  for (int64_t t = 0; t < n; ++t) {
-    const at::Tensor& p = a.params[t];
-    const at::Tensor* src[kDepth] = {&p, &a.grads[t], a.filters.empty() ? nullptr : &a.filters[t],
-                                     a.exp_avgs.empty() ? nullptr : &a.exp_avgs[t],
-                                     a.exp_avg_sqs.empty() ? nullptr : &a.exp_avg_sqs[t]};
-    bool direct = p.is_non_overlapping_and_dense();
-    for (int d = 1; d < kDepth && direct; ++d)
-      if (src[d]) direct = src[d]->strides() == p.strides();
-    for (int d = 0; d < kDepth; ++d) {
-      if (!src[d]) continue;
-      rows[t * kDepth + d] = direct ? *src[d] : src[d]->contiguous();
-      if (!direct && d != kGradIdx) write_back[t * kDepth + d] = *src[d];
-    }
-  }
+  DenseViews dense(a);  // NOTE: [strided tensors]
+  const std::vector<at::Tensor>& rows = dense.views;
 
   std::vector<at::Tensor> keep;  // device copies the kernels read (NOTE: [no host sync])
   StepInputs in;
@@ -311,8 +296,7 @@ void fused_step(const StepArgs& a) {
     });
   });
 
-  for (int64_t k = 0; k < n * kDepth; ++k)
-    if (write_back[k].defined()) write_back[k].copy_(rows[k]);
+  dense.finish();
   if (!steps_in_place)
     for (int64_t t = 0; t < n; ++t) a.steps[t].copy_(packed_steps[t]);
 }
