@@ -306,30 +306,6 @@ def test_fused_step_op_cuda_matches_cpu(recipe, dtype, steps_on):
             assert_equal_tensors([x.cpu() for x in got], want)
 
 
-def test_only_zero_size_params_cuda():
-    for info in optim_db:
-        params = [torch.zeros(0, device=CUDA, requires_grad=True), torch.zeros(0, 3, device=CUDA, requires_grad=True)]
-        opt = info.fused(params)
-        for p in params:
-            p.grad = torch.zeros_like(p)
-        if info.is_dals:
-            opt.update_phase(1.0)
-        opt.step()
-        assert all(float(opt.state[p]["step"]) == 1 for p in params), info.name
-
-
-def test_lamb_leaves_its_direction_in_the_grad_cuda():
-    """test_optim.test_lamb_leaves_its_direction_in_the_grad on CUDA (closed form of the first step)."""
-    gen = torch.Generator().manual_seed(5)
-    w = torch.randn(7, 3, dtype=F64, generator=gen).to(CUDA)
-    g = torch.randn(7, 3, dtype=F64, generator=gen).to(CUDA)
-    p = torch.nn.Parameter(w.clone())
-    p.grad = g.clone()
-    eps, wd = 1e-6, 0.01
-    torch_layerlr.optim.LAMB([p], lr=0.1, eps=eps, weight_decay=wd).step()
-    assert torch.allclose(p.grad, g / (g.abs() + eps) + wd * w, rtol=1e-12, atol=0)
-
-
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6), (torch.bfloat16, 1e-5),
                                        (torch.float16, 1e-5)], ids=str)
 def test_tensor_norms_cuda(dtype, tol):

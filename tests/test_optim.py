@@ -34,6 +34,10 @@ import torch_layerlr  # noqa: E402,F401
 from torch_layerlr._ops import Recipe  # noqa: E402
 from torch_layerlr.schedules import WarmupCosine  # noqa: E402
 
+#: Devices of the device-generic tests; tests/test_cuda.py holds the CUDA-specific ones.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                reason="needs a CUDA device"))]
+
 F64 = torch.float64
 DB = pytest.mark.parametrize("info", optim_db, ids=OPTIM_IDS)
 
@@ -716,9 +720,11 @@ def test_zero_size_and_zero_tensors(info):
     assert_state_close(fused, ref, pf, pr, 1e-12)
 
 
-def test_only_zero_size_params():
+@pytest.mark.parametrize("device", DEVICES)
+def test_only_zero_size_params(device):
     for info in optim_db:
-        params = [torch.zeros(0, requires_grad=True), torch.zeros(0, 3, requires_grad=True)]
+        params = [torch.zeros(0, device=device, requires_grad=True),
+                  torch.zeros(0, 3, device=device, requires_grad=True)]
         opt = info.fused(params)
         for p in params:
             p.grad = torch.zeros_like(p)
@@ -914,12 +920,13 @@ def test_tensor_norms_thread_count_independent():
     assert torch.equal(one, two)
 
 
-def test_lamb_leaves_its_direction_in_the_grad():
+@pytest.mark.parametrize("device", DEVICES)
+def test_lamb_leaves_its_direction_in_the_grad(device):
     """LAMB reuses the grad buffer for its direction (NOTE: [adam direction in the grad buffer]). After the first
     step m^ = g and v^ = g^2, so the grad must hold r = g / (|g| + eps) + wd * w_old (closed form)."""
     gen = torch.Generator().manual_seed(5)
-    w = torch.randn(7, 3, dtype=F64, generator=gen)
-    g = torch.randn(7, 3, dtype=F64, generator=gen)
+    w = torch.randn(7, 3, dtype=F64, generator=gen).to(device)
+    g = torch.randn(7, 3, dtype=F64, generator=gen).to(device)
     p = torch.nn.Parameter(w.clone())
     p.grad = g.clone()
     eps, wd = 1e-6, 0.01
