@@ -121,6 +121,9 @@ optim_db: list[OptimizerInfo] = [
           lr=0.05, momentum=0.5, weight_decay=1e-3, lr_mult=_spread(0.25, 2.0)),
     _info("sgd_maximize_lr_mult_float", LayerwiseSGD, RefLayerwiseSGD, "maximize, a float lr multiplier",
           lr=0.04, momentum=0.9, lr_mult=0.5, maximize=True),
+    _info("sgd_grokfast", LayerwiseSGD, RefLayerwiseSGD,
+          "Grokfast-EMA before dampened momentum and weight decay (the DALS benchmark's Grokfast)",
+          lr=0.03, momentum=0.9, dampening=0.9, weight_decay=5e-4, grokfast_alpha=0.98, grokfast_lambda=1.0),
     # ---- LayerwiseAdamW -----------------------------------------------------------------------------------
     _info("adamw", LayerwiseAdamW, RefLayerwiseAdamW, "AdamW defaults but lr", lr=0.01),
     _info("adamw_wd_betas_lr_mult", LayerwiseAdamW, RefLayerwiseAdamW,

@@ -101,12 +101,14 @@ def _eval_closure(closure):
 # LayerwiseSGD
 # --------------------------------------------------------------------------------------------------
 class RefLayerwiseSGD(Optimizer):
-    """Spec "LayerwiseSGD": exactly torch.optim.SGD with lr_eff = lr * lr_mult[i]."""
+    """Spec "LayerwiseSGD": exactly torch.optim.SGD with lr_eff = lr * lr_mult[i], after an optional
+    Grokfast-EMA filter (B.1) on the raw gradient."""
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
-                 lr_mult=1.0, *, maximize=False):
+                 grokfast_alpha=None, grokfast_lambda=2.0, lr_mult=1.0, *, maximize=False):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, lr_mult=lr_mult, maximize=maximize)
+                        nesterov=nesterov, grokfast_alpha=grokfast_alpha, grokfast_lambda=grokfast_lambda,
+                        lr_mult=lr_mult, maximize=maximize)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -123,9 +125,11 @@ class RefLayerwiseSGD(Optimizer):
                 lr_eff = group["lr"] * _per_param(group["lr_mult"], i, n, "lr_mult")
                 state = self.state[p]
                 _init_step(state)
-                _increment_step(state)
+                t = _increment_step(state)
                 w = p.detach().to(torch.float64)
                 g = _grad64(p, group["maximize"])
+                if group["grokfast_alpha"] is not None:                     # filter on iff alpha given
+                    g = _grokfast_filter(state, g, t, group["grokfast_alpha"], group["grokfast_lambda"])
                 g = g + wd * w                                              # g += wd*p
                 if mu != 0:
                     if "momentum_buffer" not in state:

@@ -1,44 +1,23 @@
 """Grokfast-EMA (Lee, Kang, Kim, Lee 2024, arXiv:2405.20233): the filter stage, and AdamW on its output.
 
 The filter keeps mu <- a*mu + (1-a)*g (mu starts at the first gradient) and hands the optimizer
-g_hat = g + lambda*mu. LARS and LAMB take it as an option (``grokfast_alpha``); GrokfastAdamW always runs it.
+g_hat = g + lambda*mu. LayerwiseSGD, LARS and LAMB take it as an option (``grokfast_alpha``); GrokfastAdamW
+always runs it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Iterable, Optional
 
 import torch
 from torch import Tensor
 
 from torch_layerlr._ops import Recipe
-from torch_layerlr.optim._base import FusedOptimizer, check_betas, check_float, to_device
+from torch_layerlr.optim._base import FusedOptimizer, check_betas, check_float
+from torch_layerlr.optim._grokfast_stage import grokfast_coef, grokfast_defaults, with_grokfast
 from torch_layerlr.optim.layerwise import LrMult, adamw_recipe
 
-__all__ = ["GrokfastAdamW", "grokfast_defaults", "with_grokfast", "grokfast_coef"]
-
-
-def grokfast_defaults(alpha: Optional[float], lam: float) -> dict[str, Any]:
-    """Checked group entries of an optional Grokfast-EMA stage (off when ``alpha`` is None)."""
-    if alpha is not None:
-        check_float("grokfast_alpha", alpha, low=0.0, high=1.0, high_open=True)
-    check_float("grokfast_lambda", lam, low=0.0)
-    return dict(grokfast_alpha=alpha, grokfast_lambda=lam)
-
-
-def with_grokfast(recipe: Recipe, group: dict[str, Any]) -> Recipe:
-    """``recipe`` with the group's Grokfast stage switched on, if it has one."""
-    if group["grokfast_alpha"] is None:
-        return recipe
-    return dataclasses.replace(recipe, filter="grokfast", filter_lambda=group["grokfast_lambda"])
-
-
-def grokfast_coef(group: dict[str, Any], device: torch.device) -> Optional[Tensor]:
-    """The engine's filter coefficients [alpha, gate] for the group's Grokfast stage."""
-    if group["grokfast_alpha"] is None:
-        return None
-    return to_device(torch.tensor([group["grokfast_alpha"], 1.0], dtype=torch.float64), device)
+__all__ = ["GrokfastAdamW"]
 
 
 class GrokfastAdamW(FusedOptimizer):

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from torch_layerlr._ops import Recipe
 from torch_layerlr.optim._base import FusedOptimizer, check_betas, check_float
-from torch_layerlr.optim.grokfast import grokfast_coef, grokfast_defaults, with_grokfast
+from torch_layerlr.optim._grokfast_stage import grokfast_coef, grokfast_defaults, with_grokfast
 from torch_layerlr.optim.layerwise import LrMult
 
 __all__ = ["LAMB"]

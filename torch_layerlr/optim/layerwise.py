@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
 
 from torch_layerlr._ops import Recipe
 from torch_layerlr.optim._base import FusedOptimizer, check_betas, check_float
+from torch_layerlr.optim._grokfast_stage import grokfast_coef, grokfast_defaults, with_grokfast
 
 __all__ = ["LayerwiseSGD", "LayerwiseAdamW", "adamw_recipe"]
 
@@ -26,14 +30,18 @@ class LayerwiseSGD(FusedOptimizer):
     where :math:`m_l` is the tensor's entry of ``lr_mult`` (a float, or one float per parameter of the
     group, e.g. :func:`torch_layerlr.layers.discriminative_multipliers`). With ``momentum=0`` no buffer is kept.
 
+    With ``grokfast_alpha`` set, the gradient first goes through the Grokfast-EMA filter (Lee et al. 2024),
+    :math:`\mu \leftarrow \alpha\mu + (1-\alpha)\nabla` (:math:`\mu = \nabla` at the first step),
+    :math:`\nabla \leftarrow \nabla + \lambda\mu`, before weight decay is added.
+
     .. note:: The buffer starts at the gradient on a tensor's first step. If momentum is switched on later
        (``momentum`` was 0), the new buffer starts at zero: the same as ``torch.optim.SGD`` unless
        ``dampening`` is nonzero, where the first buffer is :math:`(1-\tau) g` instead of :math:`g`.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, lr_mult: LrMult = 1.0, *,
-                 maximize: bool = False) -> None:
+                 weight_decay: float = 0.0, nesterov: bool = False, grokfast_alpha: Optional[float] = None,
+                 grokfast_lambda: float = 2.0, lr_mult: LrMult = 1.0, *, maximize: bool = False) -> None:
         check_float("lr", lr, low=0.0)
         check_float("momentum", momentum, low=0.0, high=1.0)
         check_float("dampening", dampening, low=0.0, high=1.0)
@@ -41,12 +49,17 @@ class LayerwiseSGD(FusedOptimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum requires a momentum and zero dampening")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, lr_mult=lr_mult, maximize=maximize)
+                        nesterov=nesterov, lr_mult=lr_mult, maximize=maximize,
+                        **grokfast_defaults(grokfast_alpha, grokfast_lambda))
         super().__init__(params, defaults)
 
     def _recipe(self, group: dict[str, Any]) -> Recipe:
-        return Recipe(moment="sgd", decay="coupled", momentum=group["momentum"], dampening=group["dampening"],
-                      nesterov=group["nesterov"], maximize=group["maximize"])
+        recipe = Recipe(moment="sgd", decay="coupled", momentum=group["momentum"], dampening=group["dampening"],
+                        nesterov=group["nesterov"], maximize=group["maximize"])
+        return with_grokfast(recipe, group)
+
+    def _filter_coef(self, group: dict[str, Any], device: torch.device) -> Optional[Tensor]:
+        return grokfast_coef(group, device)
 
 
 class LayerwiseAdamW(FusedOptimizer):
