@@ -1,4 +1,4 @@
-"""Command line: ``python -m torch_layerlr demo | validate``."""
+"""Command line: ``python -m torch_layerlr demo | validate | train``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,53 @@ def demo(steps: int = 200, seed: int = 0, report_every: int = 40) -> None:
                 print(f"  {names[p]:<10} {depth[p]:>6.2f} {ratio:>12.4f}")
 
 
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``train`` (shared with ``benchmarks/strategies.py``)."""
+    from torch_layerlr.models.vision import MODELS
+    from torch_layerlr.train import DATASETS, STRATEGIES
+
+    parser.add_argument("--dataset", choices=DATASETS + ("auto",), default="fashion-mnist",
+                        help="auto: Fashion-MNIST if its files are found, else the synthetic task")
+    parser.add_argument("--data-root", default=None,
+                        help="directory with the dataset files (Fashion-MNIST default: $LAYERLR_DATA, then "
+                             "/usr/share/datasets/fashion-mnist; CIFAR-10: required)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="mlp")
+    parser.add_argument("--optimizer", default="all", metavar="NAME[,NAME...]",
+                        help="strategies to compare, or 'all': " + ", ".join(STRATEGIES))
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seeds", type=int, default=3, help="runs per strategy, with seeds 0 .. K-1")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="random crop (padding 4) and flip; default: on for cifar10 only")
+    parser.add_argument("--targets", type=float, nargs="+", default=None, metavar="ACC",
+                        help="validation accuracies (%%) whose first epoch the table reports")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-resume", action="store_true", help="redo runs already in OUT/results.json")
+    parser.add_argument("--out", default="out/train", help="output directory (default: out/train)")
+
+
+def train(args: argparse.Namespace) -> None:
+    """``python -m torch_layerlr train``: run the comparison and print the table and where the files are."""
+    from torch_layerlr.train import compare, parse_strategies, resolve_dataset
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        strategies = parse_strategies(args.optimizer)
+    except ValueError as exc:
+        sys.exit(f"error: --optimizer: {exc}")
+    dataset = resolve_dataset(args.dataset, args.data_root)
+    if dataset != args.dataset:
+        print(f"--dataset auto: using {dataset}" + (" (Fashion-MNIST files not found)" if dataset == "synthetic" else ""))
+    table = compare(dataset, args.model, strategies, args.epochs, args.seeds, args.out,
+                    data_root=args.data_root, batch_size=args.batch_size, augment=args.augment,
+                    device=args.device, targets=args.targets, resume=not args.no_resume)
+    print()
+    print(table)
+    print(f"Results: {args.out}/results.json, {args.out}/table.md, {args.out}/curves.png")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m torch_layerlr")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,8 +105,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                        help="run only these check groups: sharpness stability time_course closed_forms plateau "
                             "transfer matrix balance_gradients balance_identities balance_monte_carlo "
                             "balance_curvature balance_gd balance_schedules")
+    p_train = sub.add_parser("train", help="train a model with several learning-rate strategies and seeds; write "
+                                           "results.json, table.md and curves.png")
+    add_train_arguments(p_train)
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "train":
+        train(args)
+    elif args.command == "demo":
         demo(steps=args.steps, seed=args.seed)
     elif args.command == "validate":
         from torch_layerlr.validate.report import validate

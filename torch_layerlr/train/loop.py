@@ -1,0 +1,132 @@
+"""One training run of one strategy: the loop, the evaluation, and what each epoch records."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from torch_layerlr.data import ImageDataset, batches, crop_and_flip, normalize
+from torch_layerlr.models.vision import build_model
+from torch_layerlr.optim import DALS
+from torch_layerlr.train.zoo import Setup, Strategy
+
+__all__ = ["RunSpec", "train_run", "evaluate"]
+
+#: How many training images a strategy gets to look at when it builds its optimizer.
+SAMPLE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything about a run but the strategy and the seed. ``data`` must carry a validation split."""
+
+    data: ImageDataset
+    model: str
+    epochs: int
+    batch_size: int = 128
+    augment: bool = False
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.data.val_images is None:
+            raise ValueError("RunSpec: the dataset needs a validation split (torch_layerlr.data.split_train)")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: Tensor, labels: Tensor, mean: Sequence[float], std: Sequence[float],
+             device: str, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (%) of ``model`` in eval mode over a whole image set."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for x, y in batches(images, labels, batch_size, mean=mean, std=std, device=device):
+        logits = model(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    n = images.shape[0]
+    return loss_sum / n, 100.0 * correct / n
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float], std: Sequence[float],
+              progress: Optional[Callable[[int, int], Any]] = None) -> dict[str, Any]:
+    """Train ``spec.model`` from scratch with ``strategy`` and return the run's record.
+
+    The seed fixes the initialisation, the batch order and the augmentation. Each epoch records the mean
+    training loss and accuracy over its batches, validation and test loss and accuracy, the wall time of the
+    training loop so far (evaluation excluded) and of ``optimizer.step()`` plus the scheduler's step so far,
+    and the learning rate of the first param group. A non-finite training loss ends the run (``diverged``).
+    ``progress(epoch, batch)`` is called after every step (for a progress bar).
+    """
+    data, device = spec.data, spec.device
+    torch.manual_seed(seed)
+    channels, size, _ = data.image_shape
+    model = build_model(spec.model, channels, size, data.num_classes).to(device)
+    generator = torch.Generator().manual_seed(seed)
+    sample = normalize(data.train_images[:SAMPLE_SIZE], mean, std).to(device)
+    steps_per_epoch = math.ceil(data.train_images.shape[0] / spec.batch_size)
+    setup = Setup(steps_per_epoch, spec.epochs, sample, data.train_labels[:SAMPLE_SIZE].to(device),
+                  data.num_classes)
+    optimizer, scheduler = strategy.build(model, setup)
+    feeds_loss = isinstance(optimizer, DALS)  # DALS's phase detector reads the training loss
+    augment = crop_and_flip(padding=4) if spec.augment else None
+
+    epochs: list[dict[str, Any]] = []
+    train_time = step_time = 0.0
+    diverged = False
+    for epoch in range(1, spec.epochs + 1):
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        _sync(device)
+        start = time.perf_counter()
+        for i, (x, y) in enumerate(batches(data.train_images, data.train_labels, spec.batch_size, shuffle=True,
+                                           generator=generator, augment=augment, mean=mean, std=std,
+                                           device=device)):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            _sync(device)
+            t0 = time.perf_counter()
+            if feeds_loss:
+                optimizer.step(loss=loss.detach())
+            else:
+                optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            _sync(device)
+            step_time += time.perf_counter() - t0
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.shape[0]
+            if progress is not None:
+                progress(epoch, i + 1)
+        _sync(device)
+        train_time += time.perf_counter() - start
+        train_loss = float(loss_sum) / seen
+        val_loss, val_acc = evaluate(model, data.val_images, data.val_labels, mean, std, device)
+        test_loss, test_acc = evaluate(model, data.test_images, data.test_labels, mean, std, device)
+        epochs.append(dict(epoch=epoch, train_loss=train_loss, train_acc=100.0 * int(correct) / seen,
+                           val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
+                           wall_s=train_time, step_s=step_time, steps=epoch * steps_per_epoch,
+                           lr=float(optimizer.param_groups[0]["lr"])))
+        if not math.isfinite(train_loss):
+            diverged = True
+            break
+    return dict(strategy=strategy.name, seed=seed, diverged=diverged, epochs=epochs)

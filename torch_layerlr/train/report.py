@@ -1,0 +1,150 @@
+"""What a comparison writes: ``results.json``, the markdown table (mean ± std over seeds) and ``curves.png``.
+
+The table never picks anything on the test set. The best single-LR baseline is the non-layer-wise strategy with
+the highest mean *validation* accuracy at the last epoch; every strategy's final test accuracy is then compared
+with it (difference of the means, and the two spreads).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from torch_layerlr.train.zoo import STRATEGIES
+
+__all__ = ["summarize", "markdown_table", "plot_curves", "save_json", "load_json"]
+
+
+def save_json(path: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` atomically (a crash mid-run never leaves a truncated file)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+def load_json(path: str) -> Optional[dict[str, Any]]:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _epochs_to(run: dict[str, Any], target: float) -> Optional[int]:
+    for e in run["epochs"]:
+        if e["val_acc"] >= target:
+            return e["epoch"]
+    return None
+
+
+def summarize(runs: Sequence[dict[str, Any]], targets: Sequence[float]) -> list[dict[str, Any]]:
+    """One row per strategy (in the order first seen): final test / validation accuracy, best validation
+    accuracy, final training loss (mean and std over seeds), epochs to each validation target (mean over the
+    seeds that reached it, and how many did), optimizer-step and epoch times."""
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_name.setdefault(run["strategy"], []).append(run)
+    rows = []
+    for name, group in by_name.items():
+        finished = [r for r in group if r["epochs"] and not r["diverged"]]
+        last = [r["epochs"][-1] for r in finished]
+        steps = sum(r["epochs"][-1]["steps"] for r in finished)
+        row = dict(strategy=name, label=STRATEGIES[name].label if name in STRATEGIES else name,
+                   layerwise=STRATEGIES[name].layerwise if name in STRATEGIES else None,
+                   seeds=len(group), diverged=len(group) - len(finished),
+                   test_acc=_mean_std([e["test_acc"] for e in last]),
+                   val_acc=_mean_std([e["val_acc"] for e in last]),
+                   best_val_acc=_mean_std([max(x["val_acc"] for x in r["epochs"]) for r in finished]),
+                   train_loss=_mean_std([e["train_loss"] for e in last]),
+                   step_ms=1e3 * sum(e["step_s"] for e in last) / steps if steps else math.nan,
+                   epoch_s=statistics.fmean(e["wall_s"] / e["epoch"] for e in last) if last else math.nan,
+                   epochs_to={})
+        for t in targets:
+            reached = [k for k in (_epochs_to(r, t) for r in finished) if k is not None]
+            row["epochs_to"][t] = (statistics.fmean(reached) if reached else None, len(reached), len(group))
+        rows.append(row)
+    return rows
+
+
+def _pm(stat: tuple[float, float], digits: int = 2) -> str:
+    mean, std = stat
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], targets: Sequence[float]) -> str:
+    """The comparison as markdown: one line per strategy, then the reference baseline named below."""
+    baselines = [r for r in rows if r["layerwise"] is False and not math.isnan(r["val_acc"][0])]
+    best = max(baselines, key=lambda r: r["val_acc"][0]) if baselines else None
+    head = ["strategy", "layer-wise", "test acc % (final)", "val acc % (final)", "best val acc %",
+            "train loss (final)"]
+    head += [f"epochs to {t:g}% val" for t in targets]
+    head += ["Δ test vs best single-LR", "step ms", "epoch s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["label"] + (f" ({r['diverged']}/{r['seeds']} diverged)" if r["diverged"] else ""),
+                 "yes" if r["layerwise"] else "no", _pm(r["test_acc"]), _pm(r["val_acc"]), _pm(r["best_val_acc"]),
+                 _pm(r["train_loss"], 4)]
+        for t in targets:
+            mean, hit, n = r["epochs_to"][t]
+            cells.append("—" if mean is None else (f"{mean:.1f}" if hit == n else f"{mean:.1f} ({hit}/{n})"))
+        if best is None or r is best or math.isnan(r["test_acc"][0]):
+            cells.append("reference" if r is best else "—")
+        else:
+            cells.append(f"{r['test_acc'][0] - best['test_acc'][0]:+.2f} (± {r['test_acc'][1]:.2f} / "
+                         f"{best['test_acc'][1]:.2f})")
+        cells += [f"{r['step_ms']:.2f}", f"{r['epoch_s']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if best is not None:
+        lines.append("")
+        lines.append(f"Best single-LR baseline (highest mean final validation accuracy): {best['label']}. "
+                     "Δ is the difference of mean final test accuracy, with each side's standard deviation "
+                     "over seeds.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(runs: Sequence[dict[str, Any]], path: str, title: str) -> None:
+    """Validation accuracy and training loss per epoch, mean over seeds with a ±1 std band; layer-wise
+    strategies dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_name.setdefault(run["strategy"], []).append(run)
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(14, 5.5))
+    colors = plt.get_cmap("tab20")
+    for k, (name, group) in enumerate(by_name.items()):
+        n = min(len(r["epochs"]) for r in group)
+        if n == 0:
+            continue
+        epochs = np.arange(1, n + 1)
+        style = "--" if STRATEGIES.get(name) is not None and STRATEGIES[name].layerwise else "-"
+        label = STRATEGIES[name].label if name in STRATEGIES else name
+        for ax, key in ((ax_acc, "val_acc"), (ax_loss, "train_loss")):
+            values = np.array([[e[key] for e in r["epochs"][:n]] for r in group])
+            mean, std = values.mean(0), values.std(0)
+            ax.plot(epochs, mean, style, color=colors(k % 20), label=label)
+            ax.fill_between(epochs, mean - std, mean + std, color=colors(k % 20), alpha=0.15)
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{title}: validation accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss (mean over batches)")
+    ax_acc.grid(alpha=0.3)
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
