@@ -1,4 +1,5 @@
-# make run   : build, validate the depth-scaling theory (report in out/validate/), then a short DALS demo
+# make run   : build, validate the theory (report in out/validate/), a short DALS demo, then a short training
+#              comparison on Fashion-MNIST (synthetic data if it is not installed), results in out/train/
 # make test  : build and run the test suite
 # make bench : build and run the step-throughput benchmark
 # Each target bootstraps .venv (torch==2.13.0 + requirements.txt) and builds the extension in place.
@@ -15,7 +16,10 @@ SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.c
 run: $(EXT)
 	$(PY) -m torch_layerlr validate --out out/validate
 	$(PY) -m torch_layerlr demo
+	$(PY) -m torch_layerlr train --dataset auto --model mlp --optimizer sgdr,adamw,lars,dals,dals-fast \
+		--epochs 3 --seeds 1 --no-resume --out out/train
 	@echo "Validation report: out/validate/report.md (also report.json and the fig*.png figures)"
+	@echo "Training comparison: out/train/table.md (also results.json and curves.png)"
 
 test: $(EXT)
 	$(PY) -m pytest -q tests
