@@ -8,8 +8,6 @@ three stages, head).
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 __all__ = ["MLP", "ConvNet", "ResNet", "MODELS", "build_model"]

@@ -18,6 +18,9 @@ from torch_layerlr.train.zoo import STRATEGIES
 
 __all__ = ["summarize", "markdown_table", "plot_curves", "save_json", "load_json"]
 
+#: The accuracy panel of ``curves.png`` spans the strategies ending within this many points of the best.
+ACC_SPAN = 15.0
+
 
 def save_json(path: str, payload: dict[str, Any]) -> None:
     """Write ``payload`` atomically (a crash mid-run never leaves a truncated file)."""
@@ -116,7 +119,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], targets: Sequence[float]) -> 
 
 def plot_curves(runs: Sequence[dict[str, Any]], path: str, title: str) -> None:
     """Validation accuracy and training loss per epoch, mean over seeds with a ±1 std band; layer-wise
-    strategies dashed."""
+    strategies dashed. The accuracy axis spans the strategies that end within :data:`ACC_SPAN` points of the
+    best; the others are marked "off scale" in the legend (their numbers are in the table)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,20 +130,29 @@ def plot_curves(runs: Sequence[dict[str, Any]], path: str, title: str) -> None:
     by_name: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         by_name.setdefault(run["strategy"], []).append(run)
+    curves = {}
+    for name, group in by_name.items():
+        n = min(len(r["epochs"]) for r in group)
+        if n:
+            curves[name] = {key: np.array([[e[key] for e in r["epochs"][:n]] for r in group])
+                            for key in ("val_acc", "train_loss")}
+    finals = {name: float(np.nanmean(c["val_acc"][:, -1])) for name, c in curves.items()}
+    top = max((v for v in finals.values() if np.isfinite(v)), default=100.0)
+    shown = [name for name, v in finals.items() if v >= top - ACC_SPAN]
+    low = min((float(np.nanmin(curves[name]["val_acc"].mean(0))) for name in shown), default=0.0)
+
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(14, 5.5))
     colors = plt.get_cmap("tab20")
-    for k, (name, group) in enumerate(by_name.items()):
-        n = min(len(r["epochs"]) for r in group)
-        if n == 0:
-            continue
-        epochs = np.arange(1, n + 1)
+    for k, (name, c) in enumerate(curves.items()):
+        epochs = np.arange(1, c["val_acc"].shape[1] + 1)
         style = "--" if STRATEGIES.get(name) is not None and STRATEGIES[name].layerwise else "-"
-        label = STRATEGIES[name].label if name in STRATEGIES else name
+        label = (STRATEGIES[name].label if name in STRATEGIES else name) + ("" if name in shown else " (off scale)")
+        color = colors((2 * k) % 20 + (2 * k) // 20 % 2)  # the dark shades first, then the light ones
         for ax, key in ((ax_acc, "val_acc"), (ax_loss, "train_loss")):
-            values = np.array([[e[key] for e in r["epochs"][:n]] for r in group])
-            mean, std = values.mean(0), values.std(0)
-            ax.plot(epochs, mean, style, color=colors(k % 20), label=label)
-            ax.fill_between(epochs, mean - std, mean + std, color=colors(k % 20), alpha=0.15)
+            mean, std = c[key].mean(0), c[key].std(0)
+            ax.plot(epochs, mean, style, color=color, label=label)
+            ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15)
+    ax_acc.set_ylim(max(0.0, low - 1.0), min(100.0, top + 1.0))
     ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"{title}: validation accuracy")
     ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss (mean over batches)")
     ax_acc.grid(alpha=0.3)
