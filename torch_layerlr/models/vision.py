@@ -72,7 +72,7 @@ class BasicBlock(nn.Module):
 
 class ResNet(nn.Module):
     """A small residual CNN: a 3x3 stem, three stages of one :class:`BasicBlock` each (``width``, 2x, 4x
-    channels; stride 1, 2, 2), global average pooling and a linear head. About 0.7 M parameters at
+    channels; stride 1, 2, 2), global average pooling and a linear head. About 0.3 M parameters at
     ``width=32``."""
 
     def __init__(self, in_channels: int = 3, image_size: int = 32, num_classes: int = 10, width: int = 32) -> None:
