@@ -84,6 +84,7 @@ BAD_HYPERPARAMETERS = (
     + [(LAMB, "clamp_value", 0.0), (LAMB, "clamp_value", NAN)]
     + [(GrokfastAdamW, "grokfast_alpha", 1.0), (LARS, "grokfast_alpha", -0.1), (LAMB, "grokfast_alpha", NAN)]
     + [(GrokfastAdamW, "grokfast_lambda", NAN), (LARS, "grokfast_lambda", -1.0)]
+    + [(LayerwiseSGD, "grokfast_alpha", 1.0), (LayerwiseSGD, "grokfast_lambda", NAN)]
     + [(DALS, "alpha", 1.5), (DALS, "alpha", NAN), (DALS, "warmup_frac", 1.0), (DALS, "warmup_frac", NAN)]
     + [(cls, "lr", "0.1") for cls in (LayerwiseSGD, DALS)]
 )
