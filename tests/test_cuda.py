@@ -6,17 +6,16 @@
   one launch's 320 chunks, per-tensor lr multipliers), and on non-contiguous params and grads
 * bitwise identical results from two runs
 * state_dict round trips CPU -> CUDA -> CPU
-* GradScaler with ``torch.cuda.set_sync_debug_mode("error")`` around the step: no host sync
 * the ops themselves (every recipe of test_optim's OP_RECIPES in four dtypes, steps on the host or the device,
   found_inf), tensor_norms and the DALS detector
 
 Everything is skipped where torch has no CUDA device; build the extension on a machine whose torch has CUDA
-(README, "CUDA") so that csrc/cuda/*.cu is compiled in.
+(README, "CUDA") so that csrc/cuda/*.cu is compiled in. Device-generic tests in test_optim.py (GradScaler under
+``torch.cuda.set_sync_debug_mode("error")``, zero-size params, LAMB's direction) run on CUDA there.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -31,7 +30,7 @@ from optim_db import OPTIM_IDS, PerParam, by_name, dals_losses, optim_db  # noqa
 from test_optim import (  # noqa: E402
     BF16_SHAPES, F64, OP_RECIPES, PRECISION, SHAPES, SMALL_SHAPES, SMALL_ZERO_INIT, ZERO_INIT, ZERO_INIT_BF16,
     Problem, _fused_run, assert_equal_tensors, assert_rel_close, assert_state_close, assert_state_dicts_equal,
-    losses_for, op_call, rel_err, run_pair, scaled_backward, take_step)
+    losses_for, op_call, rel_err, run_pair, take_step)
 
 import torch_layerlr  # noqa: E402,F401
 
@@ -54,17 +53,6 @@ def to_cuda(x):
     if isinstance(x, dict):
         return {k: to_cuda(v) for k, v in x.items()}
     return x
-
-
-@contextlib.contextmanager
-def sync_debug(mode):
-    """torch.cuda.set_sync_debug_mode(mode) inside (a host sync raises under "error"), restored after."""
-    before = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode(mode)
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode(before)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -218,54 +206,6 @@ def test_state_dict_round_trip_cpu_cuda(info):
     assert_state_close(opt, ref, params, ref_params, 1e-10)
     if info.is_dals:
         assert opt.phase == ref.phase
-
-
-# ---------------------------------------------------------------------------------------------------------
-# GradScaler: found_inf and grad_scale on the device, no host sync
-# ---------------------------------------------------------------------------------------------------------
-@DB
-def test_grad_scaler_cuda(info):
-    """test_optim.test_grad_scaler on CUDA, float32. The scaler's step runs under set_sync_debug_mode("error"),
-    so any host sync in it raises. DALS is the exception: its schedule and loss phase are host state, so its
-    step reads found_inf on the host (a documented sync) and runs without the check."""
-    tol = PRECISION[torch.float32][1]
-    steps, skip_at = 12, 7
-    problem = Problem([(7, 5), (5,), (0, 3), (3, 4, 5)], torch.float32, seed=19)
-    losses, _ = losses_for(info, steps + 1, seed=3)
-    loss = (lambda k: losses[k]) if losses else (lambda k: None)
-    mode = "default" if info.is_dals else "error"
-
-    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 12, growth_interval=3)
-    ps, pu, pr = problem.params(device=CUDA), problem.params(device=CUDA), problem.params(F64)
-    scaled, unscaled, ref = info.fused(ps), info.fused(pu), info.ref(pr)
-    k_ref = 0
-    for k in range(steps + 1):
-        grads = problem.grads(k)
-        if k == skip_at:
-            scaled_backward(scaler, ps, grads, inf_at=3)
-            before_params = [p.detach().clone() for p in ps]
-            before_state = copy.deepcopy(scaled.state_dict())
-            scale = scaler.get_scale()
-            with sync_debug(mode):
-                scaler.step(scaled)
-            scaler.update()
-            assert_equal_tensors(ps, before_params)
-            assert_state_dicts_equal(scaled.state_dict(), before_state)
-            assert scaler.get_scale() < scale
-            continue
-        scaled_backward(scaler, ps, grads)
-        if info.is_dals:
-            scaled.update_phase(loss(k_ref))
-        with sync_debug(mode):
-            scaler.step(scaled)
-        scaler.update()
-        take_step(info, unscaled, pu, grads, k_ref, loss(k_ref))
-        take_step(info, ref, pr, grads, k_ref, loss(k_ref))
-        k_ref += 1
-    assert scaler.get_scale() != 2.0 ** 12
-    assert all(float(scaled.state[p]["step"]) == steps for p in ps)
-    assert_equal_tensors(ps, pu)  # power-of-two scaling is exact
-    assert_rel_close(ps, pr, tol)
 
 
 # ---------------------------------------------------------------------------------------------------------
