@@ -81,7 +81,7 @@ def sgd_kwargs(draw):
     dampening = draw(nonneg(1.0))
     nesterov = draw(st.booleans()) and momentum > 0 and dampening == 0
     return dict(lr=draw(nonneg(0.5)), momentum=momentum, dampening=dampening,
-                weight_decay=draw(small_wd), nesterov=nesterov)
+                weight_decay=draw(small_wd), nesterov=nesterov, **draw(optional_grokfast()))
 
 
 @st.composite
