@@ -108,7 +108,6 @@ def compare(dataset: str, model: str, strategies: Sequence[Strategy], epochs: in
               f"train loss {last['train_loss']:.4f}  {last['wall_s']:.1f} s"
               + ("  DIVERGED" if run["diverged"] else ""), flush=True)
         save_json(path, dict(config=config, machine=_machine(device), runs=runs))
-    save_json(path, dict(config=config, machine=_machine(device), runs=runs))
 
     wanted = {s.name for s in strategies}
     shown = [r for r in runs if r["strategy"] in wanted]
