@@ -43,7 +43,8 @@ cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
 # thread. The extension then shares libtorch's libgomp (same soname, already loaded by `import torch`).
 cxx_flags += ["-Wno-unknown-pragmas", "-fopenmp"] + isa_flags
 link_flags = ["-fopenmp"]
-cpp_sources = sources("csrc/**/*.cpp")
+# csrc/api/ is the LibTorch C++ optimizer API (CMakeLists.txt): the Python classes do not need it.
+cpp_sources = [s for s in sources("csrc/**/*.cpp") if not s.startswith(os.path.join("csrc", "api", ""))]
 cuda_sources = sources("csrc/**/*.cu")
 with_cuda = bool(cuda_sources) and CUDA_HOME is not None and torch.version.cuda is not None
 

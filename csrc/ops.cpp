@@ -7,7 +7,6 @@
 // recapture when a scheduler changes it), grad_scale/found_inf are GradScaler's. The per-tensor numbers
 // (lr_mult, weight_decay, blend, trust) are 1-D tensors indexed by the tensor's position in the list.
 // grads are mutable: see NOTE: [adam direction in the grad buffer] in recipe.h.
-#include <Python.h>
 #include <torch/library.h>
 
 #include <string>
@@ -203,10 +202,4 @@ TORCH_LIBRARY_IMPL(layerlr, CPU, m) {
   m.impl("fused_step_", &layerlr::fused_step_<layerlr::cpu::fused_step>);
   m.impl("tensor_norms", &layerlr::tensor_norms_cpu);
   m.impl("dals_phase_", &layerlr::dals_phase_cpu);
-}
-
-// `import torch_layerlr._C` loads this library, which runs the registrations above. No Python bindings.
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module);
 }
