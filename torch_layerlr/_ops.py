@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Recipe", "fused_step_", "tensor_norms", "dals_phase_"]
+__all__ = ["Recipe", "fused_step_", "fused_step_check", "tensor_norms", "dals_phase_"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +52,13 @@ class Recipe:
         return tuple(names)
 
 
+def _fused_step_args(params, grads, states, steps, recipe, kwargs) -> tuple[tuple, dict]:
+    """The op's positional and keyword arguments (NOTE: [schema conventions] in csrc/ops.cpp)."""
+    args = (params, grads, states.get("filter", []), states.get("exp_avg", states.get("momentum_buffer", [])),
+            states.get("exp_avg_sq", []), steps)
+    return args, {**kwargs, **dataclasses.asdict(recipe)}
+
+
 def fused_step_(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
@@ -70,25 +77,17 @@ def fused_step_(
     trust_ratios: Optional[Tensor] = None,
 ) -> None:
     """One fused step over a list of same-device, same-dtype tensors. Mutates params, states and steps."""
-    fields = dataclasses.asdict(recipe)
-    torch.ops.layerlr.fused_step_(
-        params,
-        grads,
-        states.get("filter", []),
-        states.get("exp_avg", states.get("momentum_buffer", [])),
-        states.get("exp_avg_sq", []),
-        steps,
-        lr=lr,
-        lr_mult=lr_mult,
-        weight_decay=weight_decay,
-        blend=blend,
-        trust_mask=trust_mask,
-        filter_coef=filter_coef,
-        grad_scale=grad_scale,
-        found_inf=found_inf,
-        trust_ratios=trust_ratios,
-        **fields,
-    )
+    args, kwargs = _fused_step_args(params, grads, states, steps, recipe, dict(
+        lr=lr, lr_mult=lr_mult, weight_decay=weight_decay, blend=blend, trust_mask=trust_mask,
+        filter_coef=filter_coef, grad_scale=grad_scale, found_inf=found_inf, trust_ratios=trust_ratios))
+    torch.ops.layerlr.fused_step_(*args, **kwargs)
+
+
+def fused_step_check(params: Sequence[Tensor], grads: Sequence[Tensor], states: dict[str, Sequence[Tensor]],
+                     steps: Sequence[Tensor], recipe: Recipe, **kwargs) -> None:
+    """Every check :func:`fused_step_` makes, on metadata only, without running the step."""
+    args, kwargs = _fused_step_args(params, grads, states, steps, recipe, kwargs)
+    torch.ops.layerlr.fused_step_check(*args, **kwargs)
 
 
 def tensor_norms(tensors: Sequence[Tensor]) -> Tensor:
@@ -115,13 +114,42 @@ def dals_phase_(
 
 
 # Fake kernels: shapes only, for FakeTensor tracing (torch.compile, opcheck). The mutating ops return nothing.
+# NOTE: [meta is all or nothing]
+# A call with one meta tensor among real ones is dispatched here (Meta outranks CPU and CUDA). Doing nothing
+# would be a silent no-op on the real tensors, so such a call is refused; a call on meta (or fake) tensors
+# only is shape propagation, and the real kernels check everything else when they run.
+def _check_not_mixed_meta(op: str, named: dict[str, object]) -> None:
+    tensors = []
+    for name, value in named.items():
+        if isinstance(value, Tensor):
+            tensors.append((name, value))
+        elif isinstance(value, (list, tuple)):
+            tensors += [(f"{name}[{i}]", t) for i, t in enumerate(value) if isinstance(t, Tensor)]
+    metas = [name for name, t in tensors if t.is_meta]
+    reals = [name for name, t in tensors if not t.is_meta]
+    if metas and reals:
+        raise ValueError(f"{op}: {metas[0]} is a meta tensor but {reals[0]} is not: meta tensors cannot be mixed "
+                         f"with real ones (the call would update nothing)")
+
+
 @torch.library.register_fake("layerlr::fused_step_")
 def _fused_step_fake(params, grads, filters, exp_avgs, exp_avg_sqs, steps, **kwargs) -> None:
+    _check_not_mixed_meta("fused_step_", dict(params=params, grads=grads, filters=filters, exp_avgs=exp_avgs,
+                                              exp_avg_sqs=exp_avg_sqs, steps=steps, **kwargs))
+    return None
+
+
+@torch.library.register_fake("layerlr::fused_step_check")
+def _fused_step_check_fake(params, grads, filters, exp_avgs, exp_avg_sqs, steps, **kwargs) -> None:
+    _check_not_mixed_meta("fused_step_check", dict(params=params, grads=grads, filters=filters,
+                                                   exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, steps=steps,
+                                                   **kwargs))
     return None
 
 
 @torch.library.register_fake("layerlr::tensor_norms")
 def _tensor_norms_fake(tensors):
+    _check_not_mixed_meta("tensor_norms", dict(tensors=tensors))
     dtype = tensors[0].dtype if tensors else torch.float32
     opmath = torch.float64 if dtype == torch.float64 else torch.float32
     device = tensors[0].device if tensors else torch.device("cpu")
@@ -130,4 +158,5 @@ def _tensor_norms_fake(tensors):
 
 @torch.library.register_fake("layerlr::dals_phase_")
 def _dals_phase_fake(detector, filter_coef, loss, **kwargs) -> None:
+    _check_not_mixed_meta("dals_phase_", dict(detector=detector, filter_coef=filter_coef, loss=loss))
     return None

@@ -12,6 +12,9 @@ void dals_phase(const at::Tensor& detector, const at::Tensor& filter_coef, const
                 double tau2, at::ArrayRef<double> phase_alpha, at::ArrayRef<double> phase_gate) {
   const double value = read_scalar(loss);
   double ema = read_scalar(detector, 0), phase = read_scalar(detector, 2);
+  // The stored phase indexes the phase tables when this call keeps it: refuse anything but 0, 1, 2.
+  TORCH_CHECK_VALUE(phase == 0.0 || phase == 1.0 || phase == 2.0, "detector[2] (the loss phase) is ", phase,
+                    ": expected 0, 1 or 2");
   if (read_scalar(detector, 1) == 0.0) {
     ema = value;  // the first loss seeds the EMA; the phase stays where it is (0)
   } else {

@@ -3,6 +3,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
+#include <cmath>
 #include <vector>
 
 #include "../engine/step_args.h"
@@ -113,8 +114,9 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
   // Host side of the step: per-tensor numbers in double (NOTE in coef.h).
   const double lr = read_scalar(a.lr);
   const double scale = a.grad_scale ? read_scalar(*a.grad_scale) : 1.0;
-  const double alpha = a.filter_coef ? read_scalar(*a.filter_coef, 0) : 0.0;
-  const double gate = a.filter_coef ? read_scalar(*a.filter_coef, 1) : 1.0;
+  const bool filter = r.filter != Filter::kNone;  // filter_coef is read only by a recipe with a filter
+  const double alpha = filter ? read_scalar(*a.filter_coef, 0) : 0.0;
+  const double gate = filter ? read_scalar(*a.filter_coef, 1) : 1.0;
   std::vector<TensorInputs> inputs(n);
   std::vector<Coef<T>> coefs(n);
   std::vector<Slot<scalar_t>> slots(n);
@@ -174,6 +176,13 @@ void fused_step(const StepArgs& a) {
   if (a.found_inf && read_scalar(*a.found_inf) != 0.0) return;  // GradScaler: skip, state untouched
   const int64_t n = static_cast<int64_t>(a.params.size());
   if (n == 0) return;
+  // The step counts set the bias corrections and the first-step branches: a negative or non-finite count
+  // (a crafted checkpoint) is refused before anything is written.
+  for (int64_t t = 0; t < n; ++t) {
+    const double step = read_scalar(a.steps[t]);
+    TORCH_CHECK_VALUE(std::isfinite(step) && step >= 0.0, "steps[", t, "] is ", step,
+                      ": a step count must be finite and >= 0");
+  }
 
   DenseViews dense(a);
   const std::vector<at::Tensor>& views = dense.views;

@@ -263,7 +263,8 @@ void fused_step(const StepArgs& a) {
   in.weight_decay = device_values(a.weight_decay, keep);
   in.blend = device_values(a.blend, keep);
   in.trust = device_values(a.trust, keep);
-  in.filter_coef = device_values(a.filter_coef, keep);
+  // filter_coef is read only by a recipe with a filter (the op boundary checked its shape either way)
+  if (a.recipe.filter != Filter::kNone) in.filter_coef = device_values(a.filter_coef, keep);
   in.grad_scale = device_values(a.grad_scale, keep);
   in.found_inf = device_values(a.found_inf, keep);
 

@@ -1,6 +1,7 @@
 // The entry points every backend registers: the fused_step_ wrapper with the op's full signature, and the
-// argument checks of the other ops. All of them are defined in ops.cpp, next to the schemas, so that a CPU
-// and a CUDA call of an op parse and check their arguments the same way.
+// argument checks of the other ops (defined in checks/op_args.cpp; the parsing and the version bumps in
+// ops.cpp, next to the schemas), so that a CPU and a CUDA call of an op parse and check their arguments the
+// same way.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -26,7 +27,14 @@ StepArgs make_step_args(at::TensorList params, at::TensorList grads, at::TensorL
                         const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
                         const std::optional<at::Tensor>& trust_ratios);
 
+// Bumps the autograd version counter of every tensor the step wrote (params, states, steps, the grads of
+// recipes that write them), as torch.optim's in-place updates do: a graph saved before the step then raises
+// on backward instead of silently using the updated values.
+void bump_versions(const StepArgs& a);
+
 // One entry point per backend with the op's full signature: m.impl("fused_step_", &fused_step_<backend>).
+// With Backend = nullptr it only checks (the fused_step_check op: an optimizer with several calls per step
+// checks all of them before it runs any, so a step is atomic).
 template <void (*Backend)(const StepArgs&)>
 void fused_step_(at::TensorList params, at::TensorList grads, at::TensorList filters, at::TensorList exp_avgs,
                  at::TensorList exp_avg_sqs, at::TensorList steps, const at::Tensor& lr, const at::Tensor& lr_mult,
@@ -37,10 +45,15 @@ void fused_step_(at::TensorList params, at::TensorList grads, at::TensorList fil
                  double trust_coefficient, double trust_eps, double ratio_min, double ratio_max, double norm_max,
                  bool maximize, const std::optional<at::Tensor>& grad_scale,
                  const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& trust_ratios) {
-  Backend(make_step_args(params, grads, filters, exp_avgs, exp_avg_sqs, steps, lr, lr_mult, weight_decay, blend,
-                         trust_mask, filter, decay, moment, trust, filter_coef, filter_lambda, momentum, dampening,
-                         nesterov, beta1, beta2, eps, bias_correction, trust_coefficient, trust_eps, ratio_min,
-                         ratio_max, norm_max, maximize, grad_scale, found_inf, trust_ratios));
+  const StepArgs args = make_step_args(params, grads, filters, exp_avgs, exp_avg_sqs, steps, lr, lr_mult,
+                                       weight_decay, blend, trust_mask, filter, decay, moment, trust, filter_coef,
+                                       filter_lambda, momentum, dampening, nesterov, beta1, beta2, eps,
+                                       bias_correction, trust_coefficient, trust_eps, ratio_min, ratio_max,
+                                       norm_max, maximize, grad_scale, found_inf, trust_ratios);
+  if constexpr (Backend != nullptr) {
+    Backend(args);
+    bump_versions(args);
+  }
 }
 
 // tensor_norms: one float dtype (float32, float64, bfloat16 or float16), strided tensors.

@@ -70,6 +70,8 @@ struct Recipe {
 
   bool has_momentum_buffer() const { return moment == Moment::kSgd && momentum != 0.0; }
   bool two_pass() const { return trust != Trust::kNone; }
+  // NOTE: [adam direction in the grad buffer]: the only recipes that write their grads.
+  bool writes_grads() const { return moment == Moment::kAdam && trust != Trust::kNone; }
 };
 
 inline Filter parse_filter(std::string_view s) {

@@ -4,6 +4,18 @@ A subclass says which recipe a group runs (:meth:`FusedOptimizer._recipe`) and, 
 decay, depth blend and trust-ratio switch (:meth:`FusedOptimizer._tensor_settings`). The base builds the
 engine's 1-D per-tensor inputs and calls it once per (device, dtype) bucket of each group: never once per
 tensor, and never one param group per layer.
+
+NOTE: [state is the truth]
+The per-group *plan* (buckets, state lists, per-tensor inputs) is a cache. Before each step it is checked
+against what ``param_groups`` and ``opt.state`` hold now, by identity of every param and state tensor (O(number
+of tensors), no tensor data read): a user or a library that replaces, deletes or clears state, or swaps a
+param, gets a step on exactly the tensors ``state_dict()`` shows.
+
+NOTE: [atomic steps]
+A step first builds and checks every group's plan (new state is made on the side), then checks every engine
+call it will make, and only then commits new state and runs the kernels. A step with one engine call is
+checked by the op itself before it touches memory; with several, each call is checked first by
+``layerlr::fused_step_check``. So an error leaves params, state and step counters exactly as they were.
 """
 
 from __future__ import annotations
@@ -17,35 +29,11 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from torch_layerlr._ops import Recipe, fused_step_
+from torch_layerlr._ops import Recipe, fused_step_, fused_step_check
+from torch_layerlr.optim._checks import (check_betas, check_float, check_param_state, check_state_dict_layout,
+                                         check_state_tensor, check_step_value, check_unique_params)
 
 __all__ = ["FusedOptimizer", "check_float", "check_betas", "to_device"]
-
-
-def check_float(name: str, value: Any, *, low: float = -math.inf, high: float = math.inf,
-                low_open: bool = False, high_open: bool = False) -> float:
-    """Return ``value`` as a float, or raise ``ValueError`` naming ``name`` if it is not in the range."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be a number or a one-element tensor, got shape {tuple(value.shape)}")
-        number = float(value)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    else:
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    below = number <= low if low_open else number < low
-    above = number >= high if high_open else number > high
-    if math.isnan(number) or below or above:
-        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-        raise ValueError(f"Invalid {name}: {value!r} (expected a value in {lo}{low}, {high}{hi})")
-    return number
-
-
-def check_betas(betas: Any) -> tuple[float, float]:
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    return (check_float("betas[0]", betas[0], low=0.0, high=1.0, high_open=True),
-            check_float("betas[1]", betas[1], low=0.0, high=1.0, high_open=True))
 
 
 def to_device(x: Tensor, device: torch.device) -> Tensor:
@@ -106,7 +94,19 @@ class FusedOptimizer(Optimizer):
 
     # ---- torch.optim plumbing ----------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        params = param_group.get("params")
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, set):
+            raise TypeError("optimizer parameters need to be organized in ordered collections, but the ordering "
+                            "of tensors in sets will change between runs. Please use a list instead.")
+        else:
+            params = list(params) if params is not None else []
+        where = f"param group {len(self.param_groups)}"
+        check_unique_params(params, where)
+        super().add_param_group({**param_group, "params": params})
         try:
             self._check_per_param_keys(self.param_groups[-1])
         except ValueError:
@@ -145,22 +145,85 @@ class FusedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._step_groups()
+        self._run_calls(self._prepare_step())
         return loss
 
-    def _step_groups(self) -> None:
+    # ---- the step: prepare (plan, check, commit new state), then run ----------------------------------------
+    def _prepare_step(self) -> list["_Call"]:
+        """Every engine call of this step, checked, with any new state committed (NOTE: [atomic steps])."""
+        plans = [self._plan(i, group) for i, group in enumerate(self.param_groups)]
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
-        self._trust_ratios = {}
-        for group_index, group in enumerate(self.param_groups):
-            plan = self._plan(group_index, group)
-            lr = self._group_lr(group)
-            for bucket in plan.buckets:
-                self._run_bucket(group, plan.recipe, bucket, lr, grad_scale, found_inf)
+        calls = [self._call(group, plan.recipe, bucket, grad_scale, found_inf)
+                 for group, plan in zip(self.param_groups, plans) for bucket in plan.buckets]
+        if len(calls) > 1:
+            for call in calls:
+                call.check()
+        for group_index, plan in enumerate(plans):
+            plan.commit(self.state)
+            self._plans[group_index] = plan
+        return calls
 
+    def _run_calls(self, calls: list["_Call"]) -> None:
+        self._trust_ratios = {}
+        for call in calls:
+            call.run()
+            if call.trust_ratios is not None:
+                self._trust_ratios[len(self._trust_ratios)] = (call.params, call.trust_ratios)
+
+    def _call(self, group: dict[str, Any], recipe: Recipe, bucket: "_Bucket", grad_scale: Optional[Tensor],
+              found_inf: Optional[Tensor]) -> "_Call":
+        device = bucket.device
+        grads = [p.grad for p in bucket.params]
+        ratios = torch.ones(len(bucket.params), dtype=torch.float64, device=device) if recipe.trust != "none" else None
+        return _Call(bucket.params, grads, bucket.states, bucket.steps, recipe, dict(
+            lr=_lr_tensor(self._group_lr(group), device),
+            filter_coef=self._filter_coef(group, device),
+            grad_scale=None if grad_scale is None else grad_scale.to(device, non_blocking=True),
+            found_inf=None if found_inf is None else found_inf.to(device, non_blocking=True),
+            trust_ratios=ratios,
+            **bucket.inputs,
+        ))
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """``torch.optim``'s load, after every value of ``state_dict`` is checked (checkpoints are untrusted
+        input): groups, settings, per-parameter state (keys, shapes, dtypes, step counts). An invalid checkpoint
+        raises ``ValueError`` naming its key and leaves the optimizer as it was."""
+        self._check_state_dict(state_dict)
         super().load_state_dict(state_dict)
         self._plans.clear()
+
+    def _check_state_dict(self, state_dict: Any) -> None:
+        id_map = check_state_dict_layout(state_dict, self.param_groups)
+        recipes: dict[Any, Recipe] = {}
+        for i, (saved, group) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
+            merged = {**group, **{k: v for k, v in saved.items() if k != "params"}}
+            where = f"state_dict['param_groups'][{i}]"
+            self._check_group_values(merged, where)
+            for key in saved["params"]:
+                recipes[key] = recipes.get(key) or self._recipe(merged)
+        for key, state in state_dict["state"].items():
+            # Loading casts each buffer to its param's dtype and device, so only shape and kind must match here.
+            check_param_state(f"state_dict['state'][{key!r}]", state, id_map[key], recipes[key].state_names,
+                              same_device=False)
+
+    def _check_group_values(self, group: dict[str, Any], where: str) -> None:
+        """The settings of a loaded group: numbers finite where they must be, per-parameter lists of the right
+        length, and a recipe that can be built from them."""
+        try:
+            lr = group.get("lr")
+            if lr is not None:
+                check_float("lr", lr, low=0.0, high=math.inf, high_open=True)
+            for key, value in group.items():
+                if key in ("params", "lr") or isinstance(value, bool):
+                    continue
+                if isinstance(value, (int, float)) and math.isnan(value):
+                    raise ValueError(f"{key} is nan")
+            self._check_per_param_keys(dict(group))
+            self._recipe(group)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{where}: {exc}") from exc
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -169,15 +232,16 @@ class FusedOptimizer(Optimizer):
 
     # ---- the plan: everything about a group's step that does not change from step to step ----------------
     def _plan(self, group_index: int, group: dict[str, Any]) -> "_Plan":
-        """The group's cached plan, rebuilt when which params have grads, or any group setting, changes."""
-        has_grad = tuple(p.grad is not None for p in group["params"])
+        """The group's cached plan if it still describes the group and its state, else a new one (uncommitted)."""
+        params = group["params"]
+        has_grad = tuple(p.grad is not None for p in params)
         settings = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in group.items()
                          if k not in ("params", "lr", "initial_lr"))
-        key = (id(self.state), has_grad, settings)
+        key = (has_grad, settings)
         plan = self._plans.get(group_index)
-        if plan is None or plan.key != key:
-            plan = self._plans[group_index] = self._make_plan(group_index, group, key)
-        return plan
+        if plan is not None and plan.key == key and plan.matches(params, self.state):
+            return plan
+        return self._make_plan(group_index, group, key)
 
     def _make_plan(self, group_index: int, group: dict[str, Any], key: tuple) -> "_Plan":
         recipe = self._recipe(group)
@@ -186,34 +250,42 @@ class FusedOptimizer(Optimizer):
             g = p.grad
             if g is None:
                 continue
+            where = f"param {i} of group {group_index}"
             if g.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients "
-                                   f"(param {i} of group {group_index})")
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients ({where})")
             if p.is_complex() or g.is_complex():
                 raise RuntimeError(f"{type(self).__name__} does not support complex parameters or gradients "
-                                   f"(param {i} of group {group_index})")
+                                   f"({where})")
             by_device[(p.device, p.dtype)].append(i)
-        return _Plan(key, recipe, [self._make_bucket(group, recipe, indices, device)
-                                   for (device, _), indices in by_device.items()])
+        buckets = [self._make_bucket(group_index, group, recipe, indices, device)
+                   for (device, _), indices in by_device.items()]
+        return _Plan(key, recipe, buckets, list(group["params"]))
 
-    def _make_bucket(self, group: dict[str, Any], recipe: Recipe, indices: list[int],
+    def _make_bucket(self, group_index: int, group: dict[str, Any], recipe: Recipe, indices: list[int],
                      device: torch.device) -> "_Bucket":
         params = [group["params"][i] for i in indices]
         states: dict[str, list[Tensor]] = {name: [] for name in recipe.state_names}
-        steps, lr_mult, wd, blend, trust = [], [], [], [], []
+        steps, lr_mult, wd, blend, trust, entries = [], [], [], [], [], []
         for i, p in zip(indices, params):
-            state = self.state[p]
-            step = state.get("step", 0.0)
-            if not (isinstance(step, Tensor) and step.is_floating_point()):
-                state["step"] = _new_step(float(step), p.device)
-            elif step.device != p.device:
-                # e.g. a state_dict from another device: torch.optim's load_state_dict leaves "step" where it was
-                state["step"] = step.to(p.device)
+            where = f"state of param {i} of group {group_index}"
+            current = self.state.get(p, {})
+            entry = _StateEntry(p, current if p in self.state else None, {})
+            step = current.get("step", 0.0)
+            # A step on a device is checked for shape and dtype by the engine; reading its value here would
+            # wait for the device (checkpoints are checked on load, where the value is read once).
+            value = 0.0 if isinstance(step, Tensor) and step.device.type != "cpu" else \
+                check_step_value(f"{where}: 'step'", step)
+            if not (isinstance(step, Tensor) and step.is_floating_point() and step.device == p.device):
+                entry.new["step"] = _new_step(value, p.device)  # e.g. a step loaded as an int, or elsewhere
             for name in recipe.state_names:
-                if name not in state:
-                    state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                states[name].append(state[name])
-            steps.append(state["step"])
+                if name in current:
+                    check_state_tensor(f"{where}: {name!r}", current[name], p)
+                else:
+                    entry.new[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            for name in recipe.state_names:
+                states[name].append(entry.value(name))
+            steps.append(entry.value("step"))
+            entries.append(entry)
             lr_mult.append(self._per_param(group, "lr_mult", i))
             w, b, t = self._tensor_settings(group, i, p)
             wd.append(w)
@@ -225,27 +297,20 @@ class FusedOptimizer(Optimizer):
 
         inputs = dict(lr_mult=per_tensor(lr_mult), weight_decay=per_tensor(wd), blend=per_tensor(blend),
                       trust_mask=per_tensor(trust))
-        return _Bucket(params, states, steps, inputs, device)
+        return _Bucket(params, states, steps, inputs, device, entries, ("step",) + recipe.state_names)
 
-    def _run_bucket(self, group: dict[str, Any], recipe: Recipe, bucket: "_Bucket", lr: Any,
-                    grad_scale: Optional[Tensor], found_inf: Optional[Tensor]) -> None:
-        device = bucket.device
-        ratios = torch.ones(len(bucket.params), dtype=torch.float64, device=device) if recipe.trust != "none" else None
-        fused_step_(
-            bucket.params,
-            [p.grad for p in bucket.params],
-            bucket.states,
-            bucket.steps,
-            recipe,
-            lr=_lr_tensor(lr, device),
-            filter_coef=self._filter_coef(group, device),
-            grad_scale=None if grad_scale is None else grad_scale.to(device, non_blocking=True),
-            found_inf=None if found_inf is None else found_inf.to(device, non_blocking=True),
-            trust_ratios=ratios,
-            **bucket.inputs,
-        )
-        if ratios is not None:
-            self._trust_ratios[len(self._trust_ratios)] = (bucket.params, ratios)
+
+@dataclasses.dataclass
+class _StateEntry:
+    """One param's state as a plan uses it: the dict it lives in (None: not made yet) and the entries the plan
+    adds to it when it is committed."""
+
+    param: Tensor
+    state: Optional[dict[str, Any]]
+    new: dict[str, Tensor]
+
+    def value(self, name: str) -> Tensor:
+        return self.new[name] if name in self.new else self.state[name]
 
 
 @dataclasses.dataclass
@@ -257,6 +322,8 @@ class _Bucket:
     steps: list[Tensor]
     inputs: dict[str, Tensor]  # lr_mult, weight_decay, blend, trust_mask
     device: torch.device
+    entries: list[_StateEntry]
+    names: tuple[str, ...]     # the state keys the call uses: "step" and the recipe's buffers
 
 
 @dataclasses.dataclass
@@ -264,3 +331,51 @@ class _Plan:
     key: tuple
     recipe: Recipe
     buckets: list[_Bucket]
+    params: list[Tensor]
+
+    def matches(self, params: list[Tensor], state: dict[Tensor, dict[str, Any]]) -> bool:
+        """Whether the group still has these params and ``state`` still holds the tensors the plan runs on."""
+        if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
+            return False
+        for bucket in self.buckets:
+            for entry in bucket.entries:
+                current = state.get(entry.param)
+                if current is None or current is not entry.state:
+                    return False
+                for name in bucket.names:
+                    if current.get(name) is not entry.value(name):
+                        return False
+        return True
+
+    def commit(self, state: dict[Tensor, dict[str, Any]]) -> None:
+        """Put the state the plan made into ``state``; from here on the plan runs on what ``state`` holds."""
+        for bucket in self.buckets:
+            for entry in bucket.entries:
+                if not entry.new:
+                    continue
+                if entry.state is None:
+                    entry.state = state[entry.param]  # makes the (defaultdict) entry
+                entry.state.update(entry.new)
+                entry.new = {}
+
+
+@dataclasses.dataclass
+class _Call:
+    """The arguments of one engine call of this step."""
+
+    params: list[Tensor]
+    grads: list[Tensor]
+    states: dict[str, list[Tensor]]
+    steps: list[Tensor]
+    recipe: Recipe
+    kwargs: dict[str, Any]
+
+    @property
+    def trust_ratios(self) -> Optional[Tensor]:
+        return self.kwargs["trust_ratios"]
+
+    def check(self) -> None:
+        fused_step_check(self.params, self.grads, self.states, self.steps, self.recipe, **self.kwargs)
+
+    def run(self) -> None:
+        fused_step_(self.params, self.grads, self.states, self.steps, self.recipe, **self.kwargs)

@@ -155,10 +155,52 @@ class DALS(FusedOptimizer):
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = dict(state_dict)
-        saved = state_dict.pop("dals", None)
-        super().load_state_dict(state_dict)
-        self._global = self._initial_global_state() if saved is None else copy.deepcopy(saved)
+        """As :meth:`FusedOptimizer.load_state_dict`, with DALS's global state under ``"dals"`` (required and
+        checked: step, SGDR cycle, the phase detector and its filter coefficients)."""
+        if isinstance(state_dict, dict):
+            if "dals" not in state_dict:
+                raise ValueError("state_dict is missing 'dals' (DALS's schedule step and loss phase)")
+            saved = self._checked_global(state_dict["dals"])
+            state_dict = {k: v for k, v in state_dict.items() if k != "dals"}
+        super().load_state_dict(state_dict)  # checks the rest before anything is assigned
+        self._global = saved
+
+    def _checked_global(self, saved: Any) -> dict[str, Any]:
+        """A copy of a checkpoint's ``"dals"`` entry, every value checked."""
+        if not isinstance(saved, dict):
+            raise ValueError(f"state_dict['dals'] must be a dict, got {type(saved).__name__}")
+        expected = ("step", "cycle", "cycle_len", "detector", "filter_coef")
+        for key in expected:
+            if key not in saved:
+                raise ValueError(f"state_dict['dals'] is missing {key!r}")
+        for key in saved:
+            if key not in expected:
+                raise ValueError(f"state_dict['dals'] has an unexpected entry {key!r}")
+        out: dict[str, Any] = {}
+        for key, low in (("step", 0), ("cycle", 0), ("cycle_len", 1)):
+            value = saved[key]
+            if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"state_dict['dals'][{key!r}] must be an int >= {low}, got {value!r}")
+            out[key] = value
+        for key, length in (("detector", 3), ("filter_coef", 2)):
+            value = saved[key]
+            if not isinstance(value, Tensor) or value.layout != torch.strided or tuple(value.shape) != (length,) \
+                    or not value.is_floating_point() or value.is_meta:
+                raise ValueError(f"state_dict['dals'][{key!r}] must be a float tensor of shape ({length},), got "
+                                 f"{value!r}")
+            out[key] = value.detach().to(device="cpu", dtype=torch.float64, copy=True)
+        ema, seen, phase = out["detector"].tolist()
+        if phase not in (0.0, 1.0, 2.0):
+            raise ValueError(f"state_dict['dals']['detector'][2] (the loss phase) is {phase}: expected 0, 1 or 2")
+        if not (math.isfinite(seen) and seen >= 0 and seen == int(seen)):
+            raise ValueError(f"state_dict['dals']['detector'][1] (losses seen) is {seen}: expected an integer >= 0")
+        if not math.isfinite(ema) and seen > 0:
+            raise ValueError(f"state_dict['dals']['detector'][0] (the loss EMA) is {ema}: expected a finite value")
+        if not all(math.isfinite(v) for v in out["filter_coef"].tolist()):
+            raise ValueError("state_dict['dals']['filter_coef'] must be finite")
+        return out
 
     @torch.no_grad()
     def update_phase(self, loss: Union[float, Tensor]) -> None:
@@ -198,14 +240,37 @@ class DALS(FusedOptimizer):
         # on a GPU this read waits for the device (the one host sync of a DALS step under GradScaler).
         if found_inf is not None and bool(found_inf):
             return loss  # GradScaler skips this step: nothing moves, no loss is counted, the schedule waits
-        self._resolve_depths()
-        for group_index, group in enumerate(self.param_groups):
-            self._plan(group_index, group)  # checks the grads before any global state moves
         if loss is not None:
-            self.update_phase(loss)
-        self._scale = self.schedule_factor()
-        self._step_groups()
+            loss = self._check_loss(loss)
+        self._resolve_depths()
+        calls = self._prepare_step()  # every group and call checked (NOTE: [atomic steps] in _base.py)
+        # Only now does global state move; the lr of each call is the group's times the schedule's factor.
+        saved = {k: v.clone() if isinstance(v, Tensor) else v for k, v in self._global.items()}
+        try:
+            if loss is not None:
+                self.update_phase(loss)
+            scale = self.schedule_factor()
+            for call in calls:
+                call.kwargs["lr"] = call.kwargs["lr"] * scale
+                if call.kwargs["filter_coef"] is not None:
+                    call.kwargs["filter_coef"] = to_device(self._global["filter_coef"], call.params[0].device)
+            self._run_calls(calls)
+        except BaseException:
+            self._global = saved
+            raise
         return loss
+
+    @staticmethod
+    def _check_loss(loss: Union[float, Tensor]) -> Union[float, Tensor]:
+        if isinstance(loss, Tensor):
+            if loss.numel() != 1:
+                raise ValueError(f"loss must be a scalar, got shape {tuple(loss.shape)}")
+            if loss.is_complex():
+                raise ValueError(f"loss must be real, got dtype {loss.dtype}")
+            return loss
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            return loss
+        raise ValueError(f"loss must be a number or a one-element tensor, got {type(loss).__name__}")
 
     def _resolve_depths(self) -> None:
         if self._recorder is None:
@@ -216,9 +281,6 @@ class DALS(FusedOptimizer):
                 group["depth_ratio"] = [depths.get(p, 0.5) for p in group["params"]]
         self._recorder.remove()
         self._recorder = None
-
-    def _group_lr(self, group: dict[str, Any]) -> Any:
-        return group["lr"] * self._scale
 
     def _recipe(self, group: dict[str, Any]) -> Recipe:
         return Recipe(filter="blend", moment="sgd", decay="coupled", trust="update", momentum=group["momentum"],

@@ -1,0 +1,197 @@
+// The argument checks of the layerlr ops, shared by every backend (declared in engine/op_entry.h and
+// engine/step_args.h). NOTE: [trust nothing at the op boundary]
+// Every op validates all of its arguments before it touches memory: list lengths, exact shapes (a per-tensor
+// input is 1-D with one entry per tensor; a scalar holds one element), dtypes, layouts, devices (a meta
+// tensor among real ones is an error, not a silent no-op), the memory each written tensor may use (checks/
+// memory.h), and, on the host, the values later used as indices or counts. An error therefore leaves every
+// tensor as it was. Inputs the recipe does not use are checked for shape but never read.
+#include <c10/util/Exception.h>
+
+#include <string>
+#include <vector>
+
+#include "../engine/op_entry.h"
+#include "../engine/step_args.h"
+#include "memory.h"
+
+namespace layerlr {
+namespace {
+
+bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
+}
+
+std::string item(const char* list, size_t i) { return std::string(list) + "[" + std::to_string(i) + "]"; }
+
+void check_defined_strided(const at::Tensor& x, const std::string& name) {
+  TORCH_CHECK_VALUE(x.defined(), name, " is undefined");
+  TORCH_CHECK_TYPE(x.layout() == at::kStrided, name, " has layout ", x.layout(),
+                   ": the fused step takes strided (dense) tensors only (no sparse gradients)");
+}
+
+// A tensor whose values the engine reads as numbers (per-tensor inputs, lr, grad_scale, ...): any real dtype.
+void check_real(const at::Tensor& x, const std::string& name) {
+  TORCH_CHECK_TYPE(!x.is_complex(), name, " has dtype ", x.scalar_type(), ": expected a real tensor");
+}
+
+void check_device(const at::Tensor& x, const std::string& name, const at::Device& device) {
+  TORCH_CHECK_VALUE(x.device() == device, name, " is on ", x.device(), " but the params are on ", device,
+                    ": a fused call takes tensors on one device",
+                    x.is_meta() || device.is_meta() ? " (meta tensors cannot be mixed with real ones)" : "");
+}
+
+void check_companion(const at::Tensor& p, const at::Tensor& x, const char* list, size_t i) {
+  const std::string name = item(list, i);
+  check_defined_strided(x, name);
+  check_device(x, name, p.device());
+  TORCH_CHECK_TYPE(x.scalar_type() == p.scalar_type(), name, " has dtype ", x.scalar_type(), " but params[", i,
+                   "] has ", p.scalar_type());
+  TORCH_CHECK_VALUE(x.sizes() == p.sizes(), name, " has shape ", x.sizes(), " but params[", i, "] has ",
+                    p.sizes());
+}
+
+void check_list_length(at::TensorList list, const char* name, size_t expected, const char* why) {
+  TORCH_CHECK_VALUE(list.size() == expected, name, " has ", list.size(), " tensors, expected ", expected, " (",
+                    why, ")");
+}
+
+void check_per_tensor(const at::Tensor& x, const char* name, size_t n, const at::Device& device) {
+  check_defined_strided(x, name);
+  TORCH_CHECK_VALUE(x.dim() == 1 && static_cast<size_t>(x.size(0)) == n, name,
+                    " must be a 1-D tensor with one entry per parameter (shape [", n, "]), got shape ", x.sizes());
+  check_real(x, name);
+  check_device(x, name, device);
+}
+
+void check_scalar(const at::Tensor& x, const char* name, const at::Device& device) {
+  check_defined_strided(x, name);
+  TORCH_CHECK_VALUE(x.numel() == 1, name, " must hold one element, got shape ", x.sizes());
+  check_real(x, name);
+  check_device(x, name, device);
+}
+
+void check_vector(const at::Tensor& x, const char* name, int64_t length, const at::Device& device,
+                  const char* what) {
+  check_defined_strided(x, name);
+  TORCH_CHECK_VALUE(x.dim() == 1 && x.size(0) == length, name, " must have shape [", length, "] (", what,
+                    "), got shape ", x.sizes());
+  TORCH_CHECK_TYPE(x.is_floating_point(), name, " has dtype ", x.scalar_type(), ": expected a float tensor");
+  check_device(x, name, device);
+}
+
+void add_list(std::vector<NamedTensor>& out, at::TensorList list, const char* name, bool written,
+              bool copied_if_overlapping = false) {
+  for (size_t i = 0; i < list.size(); ++i) out.push_back({&list[i], item(name, i), written, copied_if_overlapping});
+}
+
+}  // namespace
+
+void check_step_args(const StepArgs& a) {
+  const size_t n = a.params.size();
+  const Recipe& r = a.recipe;
+  check_list_length(a.grads, "grads", n, "one per param");
+  check_list_length(a.steps, "steps", n, "one per param");
+  check_list_length(a.filters, "filters", r.filter == Filter::kNone ? 0 : n, "one per param with a filter, else none");
+  const bool first_moment = r.moment == Moment::kAdam || r.has_momentum_buffer();
+  check_list_length(a.exp_avgs, "exp_avgs", first_moment ? n : 0,
+                    "one per param for adam or sgd with momentum, else none");
+  check_list_length(a.exp_avg_sqs, "exp_avg_sqs", r.moment == Moment::kAdam ? n : 0, "one per param for adam");
+  TORCH_CHECK_VALUE(r.trust != Trust::kLars || r.moment == Moment::kSgd,
+                    "trust='lars' scales the direction before a momentum buffer: it needs moment='sgd'");
+  TORCH_CHECK_VALUE(r.trust != Trust::kLars || r.dampening == 0.0, "trust='lars' does not take dampening");
+
+  // The device of the call: the params', or the lr's for an empty list (whose inputs must still be right).
+  const at::Device device = n ? a.params[0].device() : a.lr.device();
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& p = a.params[i];
+    const std::string name = item("params", i);
+    check_defined_strided(p, name);
+    TORCH_CHECK_TYPE(is_supported_float(p.scalar_type()), name, " has dtype ", p.scalar_type(),
+                     ": the fused step supports float32, float64, bfloat16 and float16 params (complex params "
+                     "go in as their real view)");
+    check_device(p, name, device);
+    TORCH_CHECK_TYPE(p.scalar_type() == a.params[0].scalar_type(), name, " has dtype ", p.scalar_type(),
+                     " but params[0] has ", a.params[0].scalar_type(), ": a fused call takes one dtype");
+    check_companion(p, a.grads[i], "grads", i);
+    if (!a.filters.empty()) check_companion(p, a.filters[i], "filters", i);
+    if (!a.exp_avgs.empty()) check_companion(p, a.exp_avgs[i], "exp_avgs", i);
+    if (!a.exp_avg_sqs.empty()) check_companion(p, a.exp_avg_sqs[i], "exp_avg_sqs", i);
+    const at::Tensor& s = a.steps[i];
+    const std::string step = item("steps", i);
+    check_defined_strided(s, step);
+    TORCH_CHECK_VALUE(s.numel() == 1, step, " must hold one element, got shape ", s.sizes());
+    TORCH_CHECK_TYPE(s.is_floating_point(), step, " has dtype ", s.scalar_type(),
+                     ": step counts are float tensors (float32 as in torch.optim)");
+    TORCH_CHECK_VALUE(s.device() == device || (s.is_cpu() && !device.is_meta()), step, " is on ", s.device(),
+                      " but params[", i, "] is on ", device);
+  }
+  check_scalar(a.lr, "lr", device);
+  check_per_tensor(a.lr_mult, "lr_mult", n, device);
+  check_per_tensor(a.weight_decay, "weight_decay", n, device);
+  check_per_tensor(a.blend, "blend", n, device);
+  check_per_tensor(a.trust, "trust_mask", n, device);
+  if (a.grad_scale) check_scalar(*a.grad_scale, "grad_scale", device);
+  if (a.found_inf) check_scalar(*a.found_inf, "found_inf", device);
+  TORCH_CHECK_VALUE(r.filter == Filter::kNone || a.filter_coef.has_value(),
+                    "filter_coef [alpha, gate] is required by filter='", r.filter == Filter::kBlend ? "blend" : "grokfast",
+                    "'");
+  if (a.filter_coef) check_vector(*a.filter_coef, "filter_coef", 2, device, "[alpha, gate]");
+  if (a.trust_ratios) {
+    check_per_tensor(*a.trust_ratios, "trust_ratios", n, device);
+    TORCH_CHECK_TYPE(a.trust_ratios->is_floating_point(), "trust_ratios has dtype ", a.trust_ratios->scalar_type(),
+                     ": it must be a float tensor");
+  }
+
+  // Memory: what the step writes must be its own (NOTE: [conservative overlap] in checks/memory.h).
+  std::vector<NamedTensor> all;
+  all.reserve(6 * n + 8);
+  add_list(all, a.params, "params", true);
+  add_list(all, a.grads, "grads", r.writes_grads(), /*copied_if_overlapping=*/true);
+  add_list(all, a.filters, "filters", true);
+  add_list(all, a.exp_avgs, "exp_avgs", true);
+  add_list(all, a.exp_avg_sqs, "exp_avg_sqs", true);
+  add_list(all, a.steps, "steps", true);
+  all.push_back({&a.lr, "lr", false});
+  all.push_back({&a.lr_mult, "lr_mult", false});
+  all.push_back({&a.weight_decay, "weight_decay", false});
+  all.push_back({&a.blend, "blend", false});
+  all.push_back({&a.trust, "trust_mask", false});
+  if (a.filter_coef) all.push_back({&*a.filter_coef, "filter_coef", false});
+  if (a.grad_scale) all.push_back({&*a.grad_scale, "grad_scale", false});
+  if (a.found_inf) all.push_back({&*a.found_inf, "found_inf", false});
+  if (a.trust_ratios) all.push_back({&*a.trust_ratios, "trust_ratios", true});
+  check_memory(all);
+}
+
+void check_tensor_norms_args(at::TensorList tensors) {
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const std::string name = item("tensors", i);
+    check_defined_strided(tensors[i], name);
+    TORCH_CHECK_TYPE(is_supported_float(tensors[i].scalar_type()), name, " has dtype ", tensors[i].scalar_type(),
+                     ": norms take float32, float64, bfloat16 or float16");
+    TORCH_CHECK_TYPE(tensors[i].scalar_type() == tensors[0].scalar_type(), name, " has dtype ",
+                     tensors[i].scalar_type(), " but tensors[0] has ", tensors[0].scalar_type());
+    check_device(tensors[i], name, tensors[0].device());
+  }
+}
+
+void check_dals_phase_args(const at::Tensor& detector, const at::Tensor& filter_coef, const at::Tensor& loss,
+                           at::ArrayRef<double> phase_alpha, at::ArrayRef<double> phase_gate) {
+  check_defined_strided(detector, "detector");
+  TORCH_CHECK_VALUE(detector.dim() == 1 && detector.size(0) == 3 && detector.scalar_type() == at::kDouble,
+                    "detector must be a float64 tensor of shape [3] ([loss EMA, losses seen, phase]), got ",
+                    detector.scalar_type(), " of shape ", detector.sizes());
+  check_vector(filter_coef, "filter_coef", 2, filter_coef.device(), "[alpha, gate]");
+  TORCH_CHECK_VALUE(filter_coef.device() == detector.device(), "filter_coef is on ", filter_coef.device(),
+                    " but detector is on ", detector.device());
+  check_defined_strided(loss, "loss");
+  TORCH_CHECK_VALUE(loss.numel() == 1, "loss must be a scalar, got shape ", loss.sizes());
+  check_real(loss, "loss");
+  TORCH_CHECK_VALUE(loss.is_meta() == detector.is_meta(), "loss is on ", loss.device(), " and detector on ",
+                    detector.device(), ": meta tensors cannot be mixed with real ones");
+  TORCH_CHECK_VALUE(phase_alpha.size() == 3 && phase_gate.size() == 3,
+                    "phase_alpha and phase_gate must have one entry per phase (3)");
+  check_memory({{&detector, "detector", true}, {&filter_coef, "filter_coef", true}, {&loss, "loss", false}});
+}
+
+}  // namespace layerlr
