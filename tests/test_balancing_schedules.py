@@ -180,16 +180,66 @@ def test_norm_balanced_is_the_papers_rule_for_two_layers():
         opt = LayerwiseSGD([w1.requires_grad_(), w2.requires_grad_()], lr=0.1)
         NormBalancedLR(opt, rule=rule)
         assert opt.param_groups[0]["lr_mult"] == pytest.approx([2 * n2 / (n1 + n2), 2 * n1 / (n1 + n2)], rel=1e-14)
-    # equal norms: all ones; zero norm: clear error (or eps)
-    eq = [torch.ones(3, dtype=F64, requires_grad=True) for _ in range(3)]
+    # equal norms: all ones
+    eq = [torch.ones(3, 2, dtype=F64, requires_grad=True) for _ in range(3)]
     opt = LayerwiseSGD(eq, lr=1.0)
     assert NormBalancedLR(opt).get_last_mult() == pytest.approx([1.0, 1.0, 1.0], rel=1e-15)
-    zero = [torch.zeros(3, dtype=F64, requires_grad=True), torch.ones(3, dtype=F64, requires_grad=True)]
-    with pytest.raises(ValueError, match="norm 0"):
-        NormBalancedLR(LayerwiseSGD(zero, lr=1.0))
-    assert NormBalancedLR(LayerwiseSGD(zero, lr=1.0), eps=1e-3).get_last_mult()[0] > 1.9
     with pytest.raises(ValueError, match="rule"):
         NormBalancedLR(opt, rule="harmonic")
+
+
+@pytest.mark.parametrize("rule", ["inverse", "complement"])
+def test_norm_balanced_leaves_zero_norm_and_vectors_at_one(rule):
+    """A linear net with zero-initialised biases: the matrices are balanced among themselves (the two-layer rule
+    computed here from their norms), every bias keeps multiplier 1 (scale), with or without a norm."""
+    g = torch.Generator().manual_seed(3)
+    w1, w2 = torch.randn(6, 4, generator=g, dtype=F64) * 3, torch.randn(2, 6, generator=g, dtype=F64)
+    b1, b2 = torch.zeros(6, dtype=F64), torch.randn(2, generator=g, dtype=F64)
+    n1, n2 = float(w1.norm()), float(w2.norm())
+    params = [t.requires_grad_() for t in (w1, b1, w2, b2)]
+    sched = NormBalancedLR(LayerwiseSGD(params, lr=0.1), rule=rule, scale=0.5)
+    expected = [0.5 * 2 * n2 / (n1 + n2), 0.5, 0.5 * 2 * n1 / (n1 + n2), 0.5]
+    assert sched.get_last_mult() == pytest.approx(expected, rel=1e-14)
+    # explicit layers: every layer with a nonzero norm is balanced (vectors too), a zero-norm one keeps scale
+    zero = torch.zeros(3, 3, dtype=F64, requires_grad=True)
+    a, b = torch.full((3,), 2.0, dtype=F64, requires_grad=True), torch.ones(3, 3, dtype=F64, requires_grad=True)
+    sched = NormBalancedLR(LayerwiseSGD([a, zero, b], lr=1.0), rule=rule, layers=[0, 1, 2])
+    na, nb = math.sqrt(12.0), 3.0
+    assert sched.get_last_mult() == pytest.approx([2 * nb / (na + nb), 1.0, 2 * na / (na + nb)], rel=1e-14)
+    # all zero, or one balanced layer: nothing to balance
+    assert NormBalancedLR(LayerwiseSGD([zero], lr=1.0), rule=rule).get_last_mult() == [1.0]
+    assert NormBalancedLR(LayerwiseSGD([zero, b], lr=1.0), rule=rule).get_last_mult() == [1.0, 1.0]
+    # eps > 0 makes a zero layer's norm eps: it is balanced, and learns fastest
+    assert NormBalancedLR(LayerwiseSGD([zero, b], lr=1.0), eps=1e-3).get_last_mult()[0] > 1.9
+
+
+def test_norm_balanced_zero_bias_model_trains_against_float64_simulation():
+    """nn.Linear layers with zero biases: LayerwiseSGD + NormBalancedLR == plain float64 GD with the matrices'
+    multipliers applied by hand and the biases at multiplier 1."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
+    with torch.no_grad():
+        model[0].bias.zero_()
+        model[2].bias.zero_()
+        model[2].weight.mul_(4.0)
+    x, y = torch.randn(16, 4, dtype=F64), torch.randn(16, 1, dtype=F64)
+    ref = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    opt = LayerwiseSGD(model.parameters(), lr=0.05)
+    sched = NormBalancedLR(opt)
+    for _ in range(5):
+        w1, b1, w2, b2 = ref
+        n1, n2 = float(w1.detach().norm()), float(w2.detach().norm())
+        mult = [2 * n2 / (n1 + n2), 1.0, 2 * n1 / (n1 + n2), 1.0]
+        loss = ((torch.tanh(x @ w1.T + b1) @ w2.T + b2 - y) ** 2).mean()
+        grads = torch.autograd.grad(loss, ref)
+        ref = [(p - 0.05 * m * g).detach().requires_grad_() for p, m, g in zip(ref, mult, grads)]
+        opt.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        opt.step()
+        sched.step()
+        for p, q in zip(model.parameters(), ref):
+            assert rel(p.detach(), q.detach()) <= 1e-12
+    assert float(model[0].bias.detach().abs().sum()) > 0  # the zero biases train
 
 
 def test_norm_balanced_gd_against_float64_simulation():

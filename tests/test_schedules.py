@@ -234,3 +234,141 @@ def test_bad_arguments(cls, kw, name):
 def test_error_message_format():
     with pytest.raises(ValueError, match=r"^total_steps must be a positive int, got -3$"):
         WarmupCosine(_sgd(), total_steps=-3)
+
+
+# ------------------------------------------------------------------------------------------------
+# chaining: ChainedScheduler / SequentialLR compose ours with torch's (recursive get_lr)
+# ------------------------------------------------------------------------------------------------
+def _warmup_cosine_ref(t, T, W, rho):
+    if t < W:
+        return t / W
+    return rho + (1 - rho) * 0.5 * (1 + math.cos(math.pi * min(1.0, (t - W) / (T - W))))
+
+
+def _sgdr_ref(t, T_0, T_mult, rho):
+    T_i = T_0
+    while t >= T_i:  # walk the cycles one by one
+        t -= T_i
+        T_i *= T_mult
+    return rho + (1 - rho) * (1 + math.cos(math.pi * t / T_i)) / 2
+
+
+FACTORS = [
+    (WarmupCosine, dict(total_steps=20, warmup_steps=0, min_lr_ratio=0.05),
+     lambda t: _warmup_cosine_ref(t, 20, 0, 0.05)),
+    (SGDR, dict(T_0=3, T_mult=2, eta_min_ratio=0.01), lambda t: _sgdr_ref(t, 3, 2, 0.01)),
+    (STLR, dict(total_steps=20, cut_frac=0.2, ratio=16), lambda t: _stlr_ref(t, 20, 0.2, 16, 1.0)),
+]
+
+
+def _chained_lrs(make, n_steps, lr=0.1):
+    """lr of each group after 0 .. n_steps-1 steps of the ChainedScheduler of the schedulers ``make(opt)``."""
+    opt = _sgd(lr)
+    sched = torch.optim.lr_scheduler.ChainedScheduler(make(opt))
+    out = []
+    for _ in range(n_steps):
+        out.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    return out
+
+
+@pytest.mark.parametrize("ours_first", [True, False])
+@pytest.mark.parametrize("cls,kw,s", FACTORS)
+def test_chained_with_torch_exponential_compounds(cls, kw, s, ours_first):
+    """ChainedScheduler([ours, ExponentialLR(0.9)]) (either order): lr = base_lr * s(t) * 0.9**t."""
+    def make(opt):
+        ours, exp = cls(opt, **kw), torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
+        return [ours, exp] if ours_first else [exp, ours]
+
+    for t, (lr0, lr1) in enumerate(_chained_lrs(make, 30)):
+        assert lr0 == pytest.approx(0.1 * s(t) * 0.9**t, rel=1e-12, abs=1e-300)
+        assert lr1 == pytest.approx(0.2 * s(t) * 0.9**t, rel=1e-12, abs=1e-300)
+
+
+def test_two_of_ours_chained_multiply():
+    stlr, sgdr = FACTORS[2], FACTORS[1]
+    lrs = _chained_lrs(lambda opt: [stlr[0](opt, **stlr[1]), sgdr[0](opt, **sgdr[1])], 25)
+    for t, (lr0, _) in enumerate(lrs):
+        assert lr0 == pytest.approx(0.1 * stlr[2](t) * sgdr[2](t), rel=1e-12)
+
+
+def test_chained_equals_torch_cosine_chain():
+    """Our WarmupCosine without warmup and floor is torch's CosineAnnealingLR up to T: chained with torch's
+    StepLR, both chains give the same lrs."""
+    ours = _chained_lrs(lambda o: [WarmupCosine(o, total_steps=12),
+                                   torch.optim.lr_scheduler.StepLR(o, step_size=4, gamma=0.5)], 12)
+    theirs = _chained_lrs(lambda o: [torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=12),
+                                     torch.optim.lr_scheduler.StepLR(o, step_size=4, gamma=0.5)], 12)
+    for a, b in zip(ours, theirs):
+        assert a == pytest.approx(b, rel=1e-12, abs=1e-300)
+    assert ours[5][0] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 5 / 12)) * 0.5, rel=1e-12)
+
+
+def test_chained_warmup_from_zero_restarts_from_base():
+    """A zero factor (warmup's first step) cannot be divided out: the next step starts again from base_lr,
+    which is exact when ours comes first in the chain (the other scheduler's factor at t = 0 is 1)."""
+    lrs = _chained_lrs(lambda o: [WarmupCosine(o, total_steps=10, warmup_steps=4),
+                                  torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.8)], 14)
+    for t, (lr0, _) in enumerate(lrs):
+        assert lr0 == pytest.approx(0.1 * _warmup_cosine_ref(t, 10, 4, 0.0) * 0.8**t, rel=1e-12, abs=1e-300)
+    assert lrs[0][0] == 0.0 and lrs[-1][0] == 0.0
+
+
+def test_alone_is_exactly_the_closed_form():
+    """Without another scheduler the recursive step writes the closed form itself: no rounding drift."""
+    for cls, kw, _ in FACTORS:
+        opt = _sgd()
+        sched = cls(opt, **kw)
+        for _ in range(200):
+            opt.step()
+            sched.step()
+            assert [g["lr"] for g in opt.param_groups] == sched._get_closed_form_lr()
+
+
+def test_sequential_lr_torch_warmup_then_ours():
+    """SequentialLR([LinearLR warmup, SGDR], milestones=[5]): torch's warmup, then our SGDR from its start."""
+    opt = _sgd()
+    warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=4)
+    sgdr = SGDR(opt, T_0=3, T_mult=2, eta_min_ratio=0.01)
+    sched = torch.optim.lr_scheduler.SequentialLR(opt, [warm, sgdr], milestones=[5])
+    for t in range(30):
+        f = 0.1 + 0.9 * min(t, 4) / 4 if t < 5 else _sgdr_ref(t - 5, 3, 2, 0.01)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1 * f, 0.2 * f], rel=1e-12)
+        opt.step()
+        sched.step()
+
+
+def test_sequential_lr_ours_then_torch():
+    """SequentialLR([STLR, ExponentialLR], milestones=[8]): ours first, then torch's decay from base_lr."""
+    opt = _sgd()
+    stlr = STLR(opt, total_steps=8, cut_frac=0.25, ratio=4)
+    exp = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.7)
+    sched = torch.optim.lr_scheduler.SequentialLR(opt, [stlr, exp], milestones=[8])
+    for t in range(15):
+        f = _stlr_ref(t, 8, 0.25, 4, 1.0) if t < 8 else 0.7 ** (t - 8)
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1 * f, 0.2 * f], rel=1e-12)
+        opt.step()
+        sched.step()
+
+
+def test_chained_state_dict_resume():
+    """A ChainedScheduler of ours and torch's resumes from state dicts exactly."""
+    def make(opt):
+        return torch.optim.lr_scheduler.ChainedScheduler(
+            [STLR(opt, total_steps=20, cut_frac=0.2), torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.95)])
+
+    opt = _sgd()
+    sched = make(opt)
+    for _ in range(6):
+        opt.step()
+        sched.step()
+    opt2 = _sgd()
+    sched2 = make(opt2)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(sched.state_dict())
+    for _ in range(10):
+        for o, s in ((opt, sched), (opt2, sched2)):
+            o.step()
+            s.step()
+        assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in opt2.param_groups]

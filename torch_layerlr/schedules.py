@@ -6,9 +6,20 @@ stored as the group's ``initial_lr``) and ``t`` is the number of ``scheduler.ste
 construction (``t = 0`` right after construction, ``self.last_epoch`` in torch's naming).  Call
 ``scheduler.step()`` once after each ``optimizer.step()``.
 
-The schedules are closed-form in ``t`` (``get_lr`` and ``_get_closed_form_lr`` compute the same thing
-from ``self.last_epoch``), so ``state_dict``/``load_state_dict`` and the deprecated
-``step(epoch)`` form are exact, and no hidden counter can drift.
+Each schedule is a factor ``s(t)`` with two forms, as torch's own schedulers have:
+
+* ``get_lr`` (what ``step()`` uses) is *recursive*: it rescales the group's current lr,
+  ``lr_t = lr_{t-1} * s(t) / s(t-1)`` (``s(-1) = 1``), so the schedules compound with other chainable
+  schedulers in :class:`~torch.optim.lr_scheduler.ChainedScheduler` and
+  :class:`~torch.optim.lr_scheduler.SequentialLR`: chained with torch's ``ExponentialLR(gamma)`` the lr is
+  ``base_lr * s(t) * gamma**t``.  When the current lr is exactly the schedule's own value ``base_lr * s(t-1)``
+  (no other scheduler has scaled it) the exact closed form ``base_lr * s(t)`` is written instead of the
+  ratio, so a schedule alone never drifts by rounding.  A factor of 0 (``WarmupCosine``'s first warmup step,
+  its end with ``min_lr_ratio=0``) cannot be divided out: after it the schedule restarts from
+  ``base_lr * s(t)``, as torch's ``CosineAnnealingLR`` does at its zero.
+* ``_get_closed_form_lr`` is ``base_lr * s(t)``, used by the deprecated ``step(epoch)`` form, by
+  ``SequentialLR`` at a milestone, and when a scheduler is constructed with ``last_epoch >= 0`` (resume), so
+  ``state_dict``/``load_state_dict`` resume exactly.
 
 Discriminative (per-layer) multipliers are *not* a scheduler concern: the optimizers of this package
 take a per-tensor ``lr_mult`` param-group key and use ``lr_eff = group["lr"] * lr_mult[i]``.  The
@@ -75,8 +86,10 @@ theory; the alternating split is better (``python -m torch_layerlr validate`` pr
 ``eta_i = 2 ||W_j|| / (||W_1|| + ||W_2||) * lr`` for two layers (``j != i``), generalised to L layers as
 ``m_l = L * (1/||W_l||) / sum_k (1/||W_k||)`` (``rule="inverse"``, the default) or
 ``m_l = L/(L-1) * (S - ||W_l||) / S`` with ``S = sum_k ||W_k||`` (``rule="complement"``): both are the paper's
-rule at L = 2, average 1 over the layers, and are all 1 when the norms are equal.  Recomputed from the current
-weights at construction and after every step.
+rule at L = 2, average 1 over the layers, and are all 1 when the norms are equal.  Only layers with a nonzero
+norm take part (a zero-initialised layer would get an infinite rate); with the default ``layers=None`` only
+matrices do (tensors of two or more dimensions: biases and norm gains are not the paper's layers).  The others
+keep the multiplier 1 (``scale``).  Recomputed from the current weights at construction and after every step.
 """
 
 from __future__ import annotations
@@ -124,8 +137,8 @@ def _check_last_epoch(value) -> int:
 # ----------------------------------------------------------------------------------------------
 # base class
 # ----------------------------------------------------------------------------------------------
-class _ClosedFormLR(LRScheduler):
-    """``lr_g(t) = base_lr_g * factor(t)``, computed from ``self.last_epoch`` only."""
+class _FactorLR(LRScheduler):
+    """``lr_g(t) = base_lr_g * factor(t)`` alone; ``lr_g(t) = lr_g(t-1) * factor(t) / factor(t-1)`` in a chain."""
 
     def factor(self, t) -> float:  # pragma: no cover - abstract
         """Multiplicative factor applied to every group's ``base_lr`` at scheduler step ``t``."""
@@ -141,7 +154,21 @@ class _ClosedFormLR(LRScheduler):
                 UserWarning,
                 stacklevel=2,
             )
-        return self._get_closed_form_lr()
+        t = self.last_epoch
+        if self._is_initial and t > 0:  # constructed with last_epoch >= 0: resume at the closed form
+            return self._get_closed_form_lr()
+        return [self._rescale(group["lr"], base_lr, t) for group, base_lr in zip(self.optimizer.param_groups,
+                                                                                 self.base_lrs)]
+
+    def _rescale(self, lr, base_lr, t):
+        """One recursive step of one group: its current ``lr`` times ``factor(t) / factor(t - 1)``."""
+        prev = base_lr if t == 0 else self._lr_at(base_lr, t - 1)
+        cur = self._lr_at(base_lr, t)
+        if float(lr) == float(prev) or prev == 0:
+            # the lr is this schedule's own value (exact closed form, no rounding drift), or a 0 factor that
+            # cannot be divided out (restart from base_lr)
+            return cur
+        return lr * (cur / prev)
 
     def _get_closed_form_lr(self):
         t = self.last_epoch
@@ -151,7 +178,7 @@ class _ClosedFormLR(LRScheduler):
 # ----------------------------------------------------------------------------------------------
 # schedules
 # ----------------------------------------------------------------------------------------------
-class WarmupCosine(_ClosedFormLR):
+class WarmupCosine(_FactorLR):
     r"""Linear warmup for ``warmup_steps`` steps, then cosine decay to ``min_lr_ratio * base_lr``.
 
     ``s(t) = t/W`` for ``t < W``; otherwise
@@ -193,7 +220,7 @@ class WarmupCosine(_ClosedFormLR):
         return rho + (1.0 - rho) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class SGDR(_ClosedFormLR):
+class SGDR(_FactorLR):
     r"""Cosine annealing with warm restarts (Loshchilov & Hutter 2017), counted in scheduler steps.
 
     Cycle lengths ``T_0, T_0*T_mult, T_0*T_mult**2, ...``; within a cycle
@@ -247,7 +274,7 @@ class SGDR(_ClosedFormLR):
         return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * T_cur / T_i)) / 2
 
 
-class STLR(_ClosedFormLR):
+class STLR(_FactorLR):
     r"""Slanted triangular learning rate of ULMFiT (Howard & Ruder 2018, eq. 3).
 
     Linear increase from ``base_lr/ratio`` to ``base_lr`` over the first ``cut = floor(T*cut_frac)``
@@ -459,14 +486,17 @@ class UnequalThenEqual(LayerMultSchedule):
 class NormBalancedLR(LayerMultSchedule):
     r"""The paper's Frobenius-norm layer balancing (arXiv 2606.00340, section 3.7 of the research note):
     two layers get :math:`\eta_{W_i} = 2\|W_j\|_F/(\|W_1\|_F + \|W_2\|_F)\cdot` ``lr`` (:math:`j \ne i`), so the
-    layer with the smaller norm learns faster, and the rates become equal as the norms balance.  L layers:
+    layer with the smaller norm learns faster, and the rates become equal as the norms balance.  Over the
+    :math:`L` balanced layers:
 
     * ``rule="inverse"`` (default): :math:`m_l = L\,\|W_l\|^{-1} / \sum_k\|W_k\|^{-1}`;
     * ``rule="complement"``: :math:`m_l = \frac{L}{L-1}\,(S - \|W_l\|)/S`, :math:`S = \sum_k\|W_k\|`.
 
     Both equal the paper's rule for two layers and average 1; ``scale`` multiplies them.  A layer's norm is over
-    all its tensors; ``eps`` is added to each norm (all-zero layers).  Recomputed from the current weights at
-    construction and after every step.
+    all its tensors; ``eps`` is added to each norm.  Balanced layers are those whose norm (plus ``eps``) is
+    nonzero and, with ``layers=None`` (every tensor its own layer), that are matrices (``ndim >= 2``); every
+    other layer, e.g. a zero-initialised bias, keeps the multiplier ``scale`` (1 by default), as does a lone
+    balanced layer.  Recomputed from the current weights at construction and after every step.
     """
 
     RULES = ("inverse", "complement")
@@ -480,6 +510,7 @@ class NormBalancedLR(LayerMultSchedule):
         if not _is_real(eps) or eps < 0:
             raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
         self.rule, self.scale, self.eps = rule, float(scale), float(eps)
+        self.matrices_only = layers is None
         super().__init__(optimizer, layers, last_epoch)
 
     def layer_norms(self) -> list[float]:
@@ -490,20 +521,28 @@ class NormBalancedLR(LayerMultSchedule):
             out.append(math.sqrt(sq) + self.eps)
         return out
 
+    def balanced(self, norms: list[float]) -> list[bool]:
+        """Which layers take part in the balance, given their norms."""
+        params = self.layer_params()
+        return [n > 0.0 and (not self.matrices_only or params[i][0].dim() >= 2) for i, n in enumerate(norms)]
+
     def multipliers(self, t: int) -> list[float]:
         norms = self.layer_norms()
         if not all(math.isfinite(n) for n in norms):
             raise ValueError(f"NormBalancedLR: non-finite layer norms {norms}")
-        L = len(norms)
-        if L == 1:
-            return [self.scale]
+        active = self.balanced(norms)
+        mult = [self.scale] * len(norms)
+        picked = [n for n, a in zip(norms, active) if a]
+        L = len(picked)
+        if L < 2:
+            return mult
         if self.rule == "inverse":
-            if any(n == 0.0 for n in norms):
-                raise ValueError("NormBalancedLR: a layer has norm 0 (use eps > 0)")
-            inv = [1.0 / n for n in norms]
-            total = math.fsum(inv)
-            return [self.scale * L * v / total for v in inv]
-        total = math.fsum(norms)
-        if total == 0.0:
-            raise ValueError("NormBalancedLR: every layer has norm 0 (use eps > 0)")
-        return [self.scale * L / (L - 1) * (total - n) / total for n in norms]
+            total = math.fsum(1.0 / n for n in picked)
+            values = [self.scale * L * (1.0 / n) / total for n in picked]
+        else:
+            total = math.fsum(picked)
+            values = [self.scale * L / (L - 1) * (total - n) / total for n in picked]
+        slots = [i for i, a in enumerate(active) if a]
+        for i, v in zip(slots, values):
+            mult[i] = v
+        return mult
