@@ -6,10 +6,12 @@ from torch import nn
 
 from torch_layerlr.layers import (
     ForwardOrderRecorder,
+    block_lists,
     depth_ratios,
     discriminative_multipliers,
     layer_order,
     layerwise_lr_decay,
+    llrd,
 )
 
 
@@ -182,6 +184,8 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="by"):
         layer_order(m, by="layer")
     with pytest.raises(ValueError, match="by"):
+        ForwardOrderRecorder(m, by="layer")
+    with pytest.raises(ValueError, match="by='block'"):  # no block list in a Linear
         ForwardOrderRecorder(m, by="block")
     with pytest.raises(TypeError, match="model"):
         layer_order([m])
@@ -239,3 +243,179 @@ def test_recorder_discards_failed_forward_and_manual_remove():
     assert not rec2.recorded
     m2(torch.randn(1, 4))
     assert not rec2.recorded
+
+
+# ------------------------------------------------------------------------------------------------
+# block lists: embeddings -> block 1..N -> head
+# ------------------------------------------------------------------------------------------------
+class Block(nn.Module):
+    """A pre-norm transformer-style block; its MLP is an nn.Sequential of mixed modules (not a block list)
+    and its two projections an nn.ModuleList of one class (a block list inside a block: part of the block)."""
+
+    def __init__(self, d):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.proj = nn.ModuleList([nn.Linear(d, d), nn.Linear(d, d)])
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, h):
+        h = h + self.proj[1](torch.tanh(self.proj[0](self.norm(h))))
+        return h + self.mlp(h)
+
+
+class Embeddings(nn.Module):
+    def __init__(self, vocab, d, length):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.zeros(1, length, d))
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, input_ids):
+        return self.norm(self.tok(input_ids) + self.pos[:, : input_ids.shape[1]])
+
+
+class TinyTransformer(nn.Module):
+    """HF-shaped: the head is registered first, the forward takes keywords (``model(**batch)``)."""
+
+    def __init__(self, n_blocks=3, d=8, vocab=11, length=6):
+        super().__init__()
+        self.head = nn.Linear(d, 2)
+        self.embeddings = Embeddings(vocab, d, length)
+        self.blocks = nn.ModuleList([Block(d) for _ in range(n_blocks)])
+        self.final_norm = nn.LayerNorm(d)
+
+    def forward(self, input_ids, attention_mask=None):
+        h = self.embeddings(input_ids)
+        for block in self.blocks:
+            h = block(h)
+        h = self.final_norm(h)
+        if attention_mask is not None:
+            h = h * attention_mask[..., None]
+        return self.head(h[:, 0])
+
+
+def _batch(n=2, length=6):
+    g = torch.Generator().manual_seed(0)
+    return {"input_ids": torch.randint(0, 11, (n, length), generator=g), "attention_mask": torch.ones(n, length)}
+
+
+def _transformer_layers(m):
+    """The expected grouping, written out: embeddings (its own pos first: a module's direct parameters count
+    from the start of its forward), each block, then the final norm with the head."""
+    emb = [m.embeddings.pos, m.embeddings.tok.weight, m.embeddings.norm.weight, m.embeddings.norm.bias]
+    blocks = [list(b.parameters()) for b in m.blocks]
+    return [emb] + blocks + [list(m.final_norm.parameters()) + list(m.head.parameters())]
+
+
+def test_block_lists_outermost_only():
+    m = TinyTransformer()
+    assert block_lists(m) == [m.blocks]  # the projections inside each block are part of it
+    mlp = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    assert block_lists(mlp) == []  # mixed children: not a block list
+    stack = nn.Sequential(*[Block(4) for _ in range(3)])
+    assert block_lists(stack) == [stack]
+
+
+def test_transformer_grouped_by_block_with_dict_batch():
+    m = TinyTransformer()
+    expected = _transformer_layers(m)
+    assert ids(layer_order(m, _batch())) == ids(expected)  # auto -> block, dict batch -> model(**batch)
+    assert ids(layer_order(m, _batch(), by="block")) == ids(expected)
+    assert ids(layer_order(m, _batch()["input_ids"])) == ids(expected)  # positional works as before
+    # the fine-grained grouping is still there on request: every parameter-owning module
+    fine = layer_order(m, _batch(), by="module")
+    assert len(fine) == 3 + 3 * 5 + 2  # tok, embeddings (pos), emb norm; 5 per block; final norm, head
+    # without inputs: registration order, in which the head comes first and joins the embeddings' run
+    assert ids(layer_order(m)) == ids([list(m.head.parameters()) + expected[0]] + expected[1:-1]
+                                      + [list(m.final_norm.parameters())])
+
+
+def test_discriminative_multipliers_per_block():
+    m = TinyTransformer()
+    layers = _transformer_layers(m)  # 5 layers: embeddings, 3 blocks, head
+    want = {id(p): 2.0 ** -(len(layers) - 1 - i) for i, layer in enumerate(layers) for p in layer}
+    got = discriminative_multipliers(m, _batch(), decay=2.0)
+    assert got == [want[id(p)] for p in m.parameters()]
+    got = layerwise_lr_decay(m, _batch(), factor=0.5)
+    assert got == [want[id(p)] for p in m.parameters()]
+
+
+def test_tied_head_goes_to_the_embeddings():
+    class TiedLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = nn.Embedding(7, 4)
+            self.blocks = nn.Sequential(Block(4), Block(4))
+            self.lm_head = nn.Linear(4, 7, bias=False)
+            self.lm_head.weight = self.tok.weight
+
+        def forward(self, input_ids):
+            return self.lm_head(self.blocks(self.tok(input_ids)))
+
+    m = TiedLM()
+    layers = layer_order(m, torch.randint(0, 7, (1, 3)))
+    assert ids(layers) == ids([[m.tok.weight], list(m.blocks[0].parameters()), list(m.blocks[1].parameters())])
+
+
+def test_no_multiplier_underflows():
+    m = nn.Sequential(*[nn.Linear(3, 3) for _ in range(40)])  # 40 one-Linear blocks
+    with pytest.warns(UserWarning, match="min_mult"):
+        mult = discriminative_multipliers(m, decay=2.6)
+    expected = [max(2.6 ** -(39 - i // 2), 1e-4) for i in range(80)]
+    assert mult == pytest.approx(expected, rel=1e-15) and min(mult) == 1e-4
+    with pytest.warns(UserWarning, match="min_mult"):
+        assert min(layerwise_lr_decay(m, factor=0.5, min_mult=1e-6)) == 1e-6
+    with pytest.warns(UserWarning, match="min_mult"):
+        groups = llrd(m, 0.5)
+    assert min(g["lr_mult"] for g in groups) == 1e-4
+    for bad in (0.0, -1e-3, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="min_mult"):
+            discriminative_multipliers(m, min_mult=bad)
+
+
+def test_llrd_param_groups():
+    m = TinyTransformer()
+    layers = _transformer_layers(m)
+    n = len(layers)
+    groups = llrd(m, 0.8, _batch(), lr=1e-3, weight_decay=0.05)
+    expected = []
+    for i, layer in enumerate(layers):
+        lr = 1e-3 * 0.8 ** (n - 1 - i)
+        matrices = [p for p in layer if p.dim() >= 2]
+        vectors = [p for p in layer if p.dim() < 2]
+        expected += [(ids([matrices])[0], lr, 0.05)] if matrices else []
+        expected += [(ids([vectors])[0], lr, 0.0)] if vectors else []
+    assert [(ids([g["params"]])[0], g["lr"], g["weight_decay"]) for g in groups] == [
+        (i, pytest.approx(lr, rel=1e-15), wd) for i, lr, wd in expected]
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(id(p) for p in m.parameters())
+    assert all("lr_mult" not in g for g in groups)
+    # lr=None: multipliers for this package's optimizers, one group per layer, no weight-decay split
+    plain = llrd(m, 0.8, _batch())
+    assert [ids([g["params"]])[0] for g in plain] == ids(layers)
+    assert [g["lr_mult"] for g in plain] == pytest.approx([0.8 ** (n - 1 - i) for i in range(n)], rel=1e-15)
+    assert all(set(g) == {"params", "lr_mult"} for g in plain)
+    for kw, name in ((dict(decay=1.2), "decay"), (dict(decay=0.0), "decay"), (dict(decay=0.9, lr=-1.0), "lr"),
+                     (dict(decay=0.9, weight_decay=-0.1), "weight_decay")):
+        with pytest.raises(ValueError, match=name):
+            llrd(m, **kw)
+
+
+def test_llrd_groups_train_as_torch_adamw():
+    """torch.optim.AdamW on llrd's lr groups == LayerwiseAdamW on llrd's lr_mult groups (torch's AdamW is the
+    reference: it knows nothing of lr_mult)."""
+    from torch_layerlr.optim import LayerwiseAdamW
+
+    torch.manual_seed(0)
+    a = TinyTransformer().double()
+    b = TinyTransformer().double()
+    b.load_state_dict(a.state_dict())
+    batch = _batch()
+    ref = torch.optim.AdamW(llrd(a, 0.7, batch, lr=1e-2, weight_decay=0.1))
+    ours = LayerwiseAdamW(llrd(b, 0.7, batch, weight_decay=0.1), lr=1e-2)
+    for _ in range(3):
+        for model, opt in ((a, ref), (b, ours)):
+            opt.zero_grad()
+            model(**batch).pow(2).sum().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, rtol=1e-12, atol=1e-14)
