@@ -9,7 +9,7 @@ import glob
 import os
 
 import torch
-from setuptools import find_packages, setup
+from setuptools import setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,10 +39,16 @@ if isa not in ("default", "avx2"):
 isa_flags = ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"] if isa == "avx2" else []
 
 cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
+# NOTE: [sanitizer build] LAYERLR_SANITIZE=1 (make asan-test) builds with AddressSanitizer and
+# UndefinedBehaviorSanitizer into a separate build directory; any report aborts the process.
+SANITIZE = os.environ.get("LAYERLR_SANITIZE", "0") == "1"
+sanitize_flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+if SANITIZE:
+    cxx_flags = ["-O1", "-g"] + sanitize_flags
 # NOTE: at::parallel_for is a header template around `#pragma omp parallel`: without -fopenmp it runs on one
 # thread. The extension then shares libtorch's libgomp (same soname, already loaded by `import torch`).
 cxx_flags += ["-Wno-unknown-pragmas", "-fopenmp"] + isa_flags
-link_flags = ["-fopenmp"]
+link_flags = ["-fopenmp"] + (sanitize_flags if SANITIZE else [])
 # csrc/api/ is the LibTorch C++ optimizer API (CMakeLists.txt): the Python classes do not need it.
 cpp_sources = [s for s in sources("csrc/**/*.cpp") if not s.startswith(os.path.join("csrc", "api", ""))]
 cuda_sources = sources("csrc/**/*.cu")
@@ -67,12 +73,8 @@ else:
         extra_link_args=link_flags,
     )
 
+# Metadata, dependencies and the package list are in pyproject.toml; this call adds the extension.
 setup(
-    name="torch_layerlr",
-    version="0.1.0",
-    description="Layer-wise learning-rate optimizers (DALS, LARS, LAMB, Grokfast) on one fused C++ engine",
-    packages=find_packages(include=["torch_layerlr", "torch_layerlr.*"]),
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension},
-    python_requires=">=3.9",
 )

@@ -8,10 +8,22 @@ from torch import Tensor
 
 from torch_layerlr.optim._base import check_float
 from torch_layerlr.optim.layerwise import LayerwiseSGD
-from torch_layerlr.theory import data_moments, data_sharpness, max_stable_lr
-from torch_layerlr.theory.scalar_chain import ARCHS
 
 __all__ = ["DepthScaledSGD"]
+
+#: The architectures of the closed forms, ``torch_layerlr.theory.ARCHS`` (a test keeps them equal): kept here so
+#: that checking ``arch`` needs no NumPy.
+ARCHS = ("chain", "res1", "res2")
+
+
+def _theory():
+    """The closed forms (NumPy/SciPy), imported on first use: the optimizers themselves need only torch."""
+    try:
+        from torch_layerlr import theory
+    except ImportError as exc:
+        raise ImportError("DepthScaledSGD's closed forms need NumPy and SciPy: pip install "
+                          "'torch_layerlr[theory]', or pass sharpness=... (then only torch is needed)") from exc
+    return theory
 
 
 def _num_tensors(params: list) -> int:
@@ -41,7 +53,8 @@ class DepthScaledSGD(LayerwiseSGD):
     :math:`\beta` moves the stability edge to :math:`\tau = 1/(2(1+\beta))`).
 
     ``sharpness`` (keyword) replaces the closed form, e.g. a measured top Hessian eigenvalue; then
-    ``mu_xx``/``mu_yx`` may be ``None``.  :meth:`from_data` estimates everything from samples.
+    ``mu_xx``/``mu_yx`` may be ``None``.  :meth:`from_data` estimates everything from samples.  The closed
+    forms and :meth:`from_data` need NumPy and SciPy (the ``theory`` extra); ``sharpness=`` needs only torch.
 
     The rule's inputs are kept in ``optimizer.depth_scaling`` and the learning rate in the param groups'
     ``lr`` (so LR schedulers act on it as usual).
@@ -63,7 +76,7 @@ class DepthScaledSGD(LayerwiseSGD):
         if sharpness is None:
             if mu_xx is None or mu_yx is None:
                 raise ValueError("DepthScaledSGD needs mu_xx and mu_yx (or sharpness=...)")
-            lr = float(max_stable_lr(depth, mu_xx, mu_yx, tau, arch))
+            lr = float(_theory().max_stable_lr(depth, mu_xx, mu_yx, tau, arch))
         else:
             s = check_float("sharpness", sharpness, low=0.0, low_open=True)
             lr = 1.0 / (tau * s)
@@ -87,8 +100,9 @@ class DepthScaledSGD(LayerwiseSGD):
         params = list(params)
         if depth is None:
             depth = _num_tensors(params)
-        moments = data_moments(x, y)
+        theory = _theory()
+        moments = theory.data_moments(x, y)
         if moments.scalar:
             return cls(params, moments.mu_xx, moments.mu_yx, depth, tau, arch, momentum, **kwargs)
-        s = float(data_sharpness(depth, moments, arch))
+        s = float(theory.data_sharpness(depth, moments, arch))
         return cls(params, moments.mu_xx, moments.mu_yx, depth, tau, arch, momentum, sharpness=s, **kwargs)
