@@ -96,15 +96,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p_demo = sub.add_parser("demo", help="train a small model with DALS and print per-layer trust ratios")
     p_demo.add_argument("--steps", type=int, default=200)
     p_demo.add_argument("--seed", type=int, default=0)
-    p_val = sub.add_parser("validate", help="check the depth-scaling and two-step layer-balancing closed forms "
-                                            "against Hessians, simulations and GD, draw the papers' figures, "
+    p_val = sub.add_parser("validate", help="check the depth-scaling, two-step layer-balancing and multi-pathway "
+                                            "closed forms against Hessians, simulations and GD, draw the papers' figures, "
                                             "write report.md/report.json")
     p_val.add_argument("--out", default="out/validate", help="output directory (default: out/validate)")
     p_val.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p_val.add_argument("--only", nargs="+", metavar="CHECK",
                        help="run only these check groups: sharpness stability time_course closed_forms plateau "
                             "transfer matrix balance_gradients balance_identities balance_monte_carlo "
-                            "balance_curvature balance_gd balance_schedules")
+                            "balance_curvature balance_gd balance_schedules multipath_hessian multipath_gd "
+                            "multipath_depths multipath_wcr multipath_tanh")
     p_train = sub.add_parser("train", help="train a model with several learning-rate strategies and seeds; write "
                                            "results.json, table.md and curves.png")
     add_train_arguments(p_train)

@@ -350,6 +350,12 @@ from torch_layerlr.validate import balancing as _balancing  # noqa: E402  (needs
 
 CHECKS.update(_balancing.CHECKS)
 
+# multi-pathway networks and the sharpness toolkit (arXiv 2606.05219): groups multipath_* of
+# torch_layerlr.validate.multipath
+from torch_layerlr.validate import multipath as _multipath  # noqa: E402
+
+CHECKS.update(_multipath.CHECKS)
+
 
 def run_all(progress: Callable[[str], Any] = lambda s: None) -> list[Record]:
     records = []

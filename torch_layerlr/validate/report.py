@@ -66,6 +66,23 @@ BALANCE_NOTES = """\
 """
 
 
+MULTIPATH_NOTES = """\
+## Multi-pathway networks and the sharpness toolkit: conventions
+
+- Checks `multipath...` (arXiv 2606.05219, research note E; `torch_layerlr.theory.multipath`,
+  `torch_layerlr.sharpness`): loss ½‖M − M⋆‖²_F, σ⋆ = 1, paths started depth-balanced at α = (0.01, 0.005).
+  Step sizes are given in units of 2/S₁ (the single-path edge), so the re-balancing window is
+  (1, 1/ρ) = (1, H^(1 − 2/L)) and η_WCR = γ_WCR(L)/2 in these units.
+- Long runs (60 000 steps) use the scalar reduction of the width-1 net, which is exact from a balanced start
+  (GD keeps the layers of a path equal); one check runs `LayerwiseSGD` on `MultiPathLinear` itself against it.
+- The drift of the edge of stability stops just below sharpness 2/η, so final sharpness is 0.1-1.4% under
+  2/η and the split a little more balanced than `predicted_split`, which assumes exactly 2/η.
+- η_WCR is a worst case: below it no run flips sign, above it the runs fail, but not every one of them by a
+  sign flip; with four paths (L = 10) runs fail already a little below η_WCR, by collapsing to the saddle at 0.
+- The Tanh MLP check is qualitative: minority share rising with η, sharpness at the end within 15% of 2/η.
+"""
+
+
 def _fmt(x: float) -> str:
     if isinstance(x, float) and math.isinf(x):
         return "inf"
@@ -104,7 +121,9 @@ def write_report(out_dir: str, records: Sequence[dict], figures: Sequence[str], 
              "against autograd Hessians, gradient descent (float64) and `DepthScaledSGD` on the fused engine; and",
              "(checks `balance: ...`) the two-step layer-balancing losses of Pang et al., arXiv 2606.00340",
              "(`torch_layerlr.theory.two_step`) against autograd, surrogate and GD simulations (float64, GD through",
-             "`LayerwiseSGD` with per-layer `lr_mult`) and Monte Carlo.", "",
+             "`LayerwiseSGD` with per-layer `lr_mult`) and Monte Carlo; and (checks `multipath...`) the multi-pathway",
+             "theory of Kim & Lee, arXiv 2606.05219 (`torch_layerlr.theory.multipath`) and the Lanczos sharpness of",
+             "`torch_layerlr.sharpness` against autograd Hessians, closed forms and GD.", "",
              f"**{sum(r['passed'] for r in records)} of {len(records)} checks pass** "
              f"({'all pass' if passed else 'FAILURES'}); run time {elapsed:.1f} s; {doc['date']}; "
              f"{doc['machine']}.", "",
@@ -122,6 +141,8 @@ def write_report(out_dir: str, records: Sequence[dict], figures: Sequence[str], 
     lines += ["", NOTES]
     if any(r["name"].startswith("balance:") for r in records):
         lines += ["", BALANCE_NOTES]
+    if any(r["name"].startswith("multipath") for r in records):
+        lines += ["", MULTIPATH_NOTES]
     md_path = os.path.join(out_dir, "report.md")
     with open(md_path, "w") as fh:
         fh.write("\n".join(lines))
@@ -160,6 +181,13 @@ def validate(out_dir: str = "out/validate", figures: bool = True, print_fn: Call
         t0 = time.perf_counter()
         paths = make_figures(out_dir, balancing=balance)
         print_fn(f"  {'figures':<19} {len(paths)} PNGs, {time.perf_counter() - t0:5.1f} s")
+        if not only or any(name.startswith("multipath") for name in only):
+            from torch_layerlr.validate.multipath_figures import make_figures as multipath_figures
+
+            t0 = time.perf_counter()
+            new_paths = multipath_figures(out_dir)
+            paths += new_paths
+            print_fn(f"  {'multipath figures':<19} {len(new_paths)} PNGs, {time.perf_counter() - t0:5.1f} s")
     elapsed = time.perf_counter() - start
     md, js = write_report(out_dir, records, paths, elapsed, sections)
     print_fn("")
