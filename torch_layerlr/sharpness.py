@@ -218,7 +218,10 @@ def top_eigenvalue(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, i
     the relative residual :math:`\|Hv - Sv\|/|S|` to stop at, ``seed`` draws the start vector unless ``start``
     (one tensor per parameter, e.g. a previous :attr:`Eigenpair.vector`) is given.
     """
-    blocks = _check_blocks([list(params)], "params")
+    params = list(params)
+    if not params:
+        raise ValueError("params is empty")
+    blocks = _check_blocks([params], "params")
     return _lanczos(loss_fn, blocks, _check_positive_int("iters", iters), _check_tol(tol), seed,
                     None if start is None else [start])[0]
 

@@ -1,0 +1,211 @@
+"""torch_layerlr.sharpness against independent references: eigvalsh of Hessians built by
+torch.autograd.functional.hessian (float64), quadratics with a known spectrum, and plain arithmetic for the
+monitor's records."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from torch_layerlr.optim import LayerwiseSGD
+from torch_layerlr.sharpness import SharpnessMonitor, layer_sharpness, module_groups, top_eigenvalue
+
+F64 = torch.float64
+
+
+def small_net(dtype=F64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).to(dtype)
+    x = torch.randn(32, 4, generator=g, dtype=F64).to(dtype)
+    y = torch.randint(0, 3, (32,), generator=g)
+    return net, lambda: F.cross_entropy(net(x), y)
+
+
+def reference_hessian(net, loss_fn_of_params):
+    """The full Hessian over ``net``'s parameters (registration order, flattened) by autograd.functional."""
+    params = list(net.parameters())
+    shapes, sizes = [p.shape for p in params], [p.numel() for p in params]
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+
+    def f(v):
+        return loss_fn_of_params([c.reshape(s) for c, s in zip(torch.split(v, sizes), shapes)])
+
+    return torch.autograd.functional.hessian(f, flat)
+
+
+def net_loss_of(net, x, y):
+    names = [n for n, _ in net.named_parameters()]
+    return lambda ps: F.cross_entropy(torch.func.functional_call(net, dict(zip(names, ps)), (x,)), y)
+
+
+def test_top_eigenvalue_matches_eigvalsh():
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).to(F64)
+    x, y = torch.randn(32, 4, generator=g, dtype=F64), torch.randint(0, 3, (32,), generator=g)
+    h = reference_hessian(net, net_loss_of(net, x, y))
+    pair = top_eigenvalue(lambda: F.cross_entropy(net(x), y), list(net.parameters()), tol=1e-12)
+    assert pair.converged and pair.residual <= 1e-12 * pair.value
+    assert pair.value == pytest.approx(float(torch.linalg.eigvalsh(h)[-1]), rel=1e-10)
+    # the returned vector is a unit eigenvector: H v = S v
+    v = torch.cat([t.reshape(-1) for t in pair.vector])
+    assert float(v.norm()) == pytest.approx(1.0, abs=1e-12)
+    assert torch.allclose(h @ v, pair.value * v, atol=1e-9)
+
+
+def test_top_eigenvalue_is_the_algebraically_largest():
+    """A quadratic whose most negative eigenvalue is the largest in magnitude: power iteration would return
+    -5; Lanczos returns the largest, 2."""
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(1), dtype=F64))
+    a = q @ torch.diag(torch.tensor([-5.0, -1.0, 0.5, 1.0, 1.5, 2.0], dtype=F64)) @ q.T
+    theta = torch.randn(6, dtype=F64, requires_grad=True)
+    pair = top_eigenvalue(lambda: 0.5 * theta @ a @ theta, [theta], tol=1e-12)
+    assert pair.value == pytest.approx(2.0, rel=1e-12)
+
+
+def test_layer_sharpness_matches_diagonal_blocks():
+    g = torch.Generator().manual_seed(2)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1)).to(F64)
+    x, y = torch.randn(16, 3, generator=g, dtype=F64), torch.randn(16, 1, generator=g, dtype=F64)
+    names = [n for n, _ in net.named_parameters()]
+    h = reference_hessian(net, lambda ps: 0.5 * (torch.func.functional_call(net, dict(zip(names, ps)), (x,)) - y)
+                          .pow(2).mean())
+    loss_fn = lambda: 0.5 * (net(x) - y).pow(2).mean()  # noqa: E731
+    groups = module_groups(net)
+    assert list(groups) == ["0", "2"]
+    pairs = layer_sharpness(loss_fn, groups, tol=1e-12)
+    sizes = [sum(p.numel() for p in ps) for ps in groups.values()]
+    start = 0
+    for (name, ps), n in zip(groups.items(), sizes):
+        block = h[start:start + n, start:start + n]
+        start += n
+        assert pairs[name].value == pytest.approx(float(torch.linalg.eigvalsh(block)[-1]), rel=1e-10)
+        assert len(pairs[name].vector) == len(ps)
+    # a list of groups gives a list; one-element blocks (the output bias) end when their space is exhausted
+    single = [[p] for p in net.parameters()]
+    got = layer_sharpness(loss_fn, single, tol=1e-12)
+    start = 0
+    for p, pair in zip(net.parameters(), got):
+        block = h[start:start + p.numel(), start:start + p.numel()]
+        start += p.numel()
+        assert pair.value == pytest.approx(float(torch.linalg.eigvalsh(block)[-1]), rel=1e-10, abs=1e-14)
+        assert pair.iterations <= p.numel()
+    assert got[-1].iterations == 1 and got[-1].converged
+
+
+def test_warm_start_and_iteration_limit():
+    net, loss_fn = small_net()
+    params = list(net.parameters())
+    cold = top_eigenvalue(loss_fn, params, tol=1e-10)
+    warm = top_eigenvalue(loss_fn, params, tol=1e-8, start=cold.vector)
+    assert warm.iterations <= 2 and warm.value == pytest.approx(cold.value, rel=1e-10)
+    short = top_eigenvalue(loss_fn, params, iters=2, tol=1e-12)
+    assert not short.converged and short.iterations == 2 and short.value <= cold.value * (1 + 1e-12)
+    other = top_eigenvalue(loss_fn, params, tol=1e-10, seed=5)
+    assert other.value == pytest.approx(cold.value, rel=1e-9)
+
+
+def test_float32():
+    net64, loss64 = small_net(F64)
+    net32, loss32 = small_net(torch.float32)
+    with torch.no_grad():
+        for a, b in zip(net32.parameters(), net64.parameters()):
+            a.copy_(b)
+    pair = top_eigenvalue(loss32, list(net32.parameters()), tol=1e-5)
+    assert pair.vector[0].dtype == torch.float32
+    ref = top_eigenvalue(loss64, list(net64.parameters()), tol=1e-12)
+    assert pair.value == pytest.approx(ref.value, rel=1e-4)
+
+
+def test_no_side_effects_on_parameters_or_grads():
+    net, loss_fn = small_net()
+    loss_fn().backward()
+    before = [(p.detach().clone(), p.grad.clone()) for p in net.parameters()]
+    top_eigenvalue(loss_fn, list(net.parameters()))
+    layer_sharpness(loss_fn, module_groups(net))
+    for p, (value, grad) in zip(net.parameters(), before):
+        assert torch.equal(p, value) and torch.equal(p.grad, grad)
+
+
+def test_bad_inputs():
+    net, loss_fn = small_net()
+    params = list(net.parameters())
+    with pytest.raises(ValueError, match="params is empty"):
+        top_eigenvalue(loss_fn, [])
+    with pytest.raises(ValueError, match="iters"):
+        top_eigenvalue(loss_fn, params, iters=0)
+    with pytest.raises(ValueError, match="tol"):
+        top_eigenvalue(loss_fn, params, tol=-1.0)
+    with pytest.raises(ValueError, match="require grad"):
+        top_eigenvalue(loss_fn, [torch.zeros(3, dtype=F64)])
+    with pytest.raises(ValueError, match="scalar"):
+        top_eigenvalue(lambda: net[0].weight.sum(0), params)
+    with pytest.raises(ValueError, match="twice"):
+        layer_sharpness(loss_fn, [[params[0]], [params[0], params[1]]])
+    with pytest.raises(ValueError, match="single tensor"):
+        layer_sharpness(loss_fn, [params[0]])
+    with pytest.raises(ValueError, match="dtype and device"):
+        top_eigenvalue(loss_fn, params + [torch.zeros(2, requires_grad=True)])
+    with pytest.raises(ValueError, match="start"):
+        top_eigenvalue(loss_fn, params, start=[torch.zeros(1)])
+    with pytest.raises(ValueError, match="start"):
+        top_eigenvalue(loss_fn, params, start=[torch.zeros_like(p) for p in params])
+    with pytest.raises(ValueError, match="model"):
+        module_groups("net")
+
+
+def test_monitor_records_every_n_steps():
+    net, loss_fn = small_net()
+    groups = module_groups(net)
+    mult = [1.0, 1.0, 0.5, 0.5, 2.0, 2.0]
+    opt = LayerwiseSGD(net.parameters(), lr=0.1, lr_mult=mult)
+    monitor = SharpnessMonitor(loss_fn, groups, every=3, optimizer=opt, tol=1e-10, iters=100)
+    got = [monitor.step() for _ in range(7)]
+    assert [r is not None for r in got] == [False, False, True, False, False, True, False]
+    assert [r["step"] for r in monitor.records] == [3, 6]
+    rec = monitor.records[-1]
+    params = list(net.parameters())
+    ref = top_eigenvalue(loss_fn, params, tol=1e-12).value
+    assert rec["sharpness"] == pytest.approx(ref, rel=1e-8)
+    assert rec["eta"] == 0.1 and rec["eta_s"] == pytest.approx(0.1 * ref, rel=1e-8)
+    blocks = layer_sharpness(loss_fn, groups, tol=1e-12)
+    for (name, pair), m in zip(blocks.items(), (1.0, 0.5, 2.0)):
+        assert rec["layers"][name] == pytest.approx(pair.value, rel=1e-8)
+        assert rec["layer_eta_s"][name] == pytest.approx(0.1 * m * pair.value, rel=1e-8)
+    assert rec["converged"] and rec["seconds"] > 0 and rec["hvps"] >= 2
+    assert monitor.seconds == pytest.approx(sum(r["seconds"] for r in monitor.records))
+    # the second measurement starts from the first's eigenvectors: the Hessian has not moved, so it is short
+    assert monitor.records[1]["hvps"] < monitor.records[0]["hvps"]
+
+
+def test_monitor_with_fixed_lr_and_global_only():
+    net, loss_fn = small_net()
+    monitor = SharpnessMonitor(loss_fn, module_groups(net), every=1, lr=0.3, per_layer=False)
+    rec = monitor.step()
+    assert rec["layers"] == {} and rec["eta_s"] == pytest.approx(0.3 * rec["sharpness"])
+    with pytest.raises(ValueError, match="exactly one"):
+        SharpnessMonitor(loss_fn, module_groups(net), every=1)
+    with pytest.raises(ValueError, match="every"):
+        SharpnessMonitor(loss_fn, module_groups(net), every=0, lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        SharpnessMonitor(loss_fn, module_groups(net), every=1, lr=-1.0)
+    with pytest.raises(ValueError, match="groups"):
+        SharpnessMonitor(loss_fn, {}, every=1, lr=0.1)
+
+
+def test_monitor_tracks_the_edge_of_stability():
+    """GD on a quadratic 0.5 a theta^2 at lr = 1/a: eta * S = 1, the monitor's indicator, exactly."""
+    theta = torch.tensor([1.0, -2.0], dtype=F64, requires_grad=True)
+    a = torch.tensor([3.0, 0.5], dtype=F64)
+    opt = torch.optim.SGD([theta], lr=1 / 3)
+    monitor = SharpnessMonitor(lambda: 0.5 * (a * theta * theta).sum(), {"theta": [theta]}, every=2,
+                               optimizer=opt, tol=1e-12)
+    for _ in range(4):
+        opt.zero_grad()
+        (0.5 * (a * theta * theta).sum()).backward()
+        opt.step()
+        monitor.step()
+    assert [r["eta_s"] for r in monitor.records] == [pytest.approx(1.0, rel=1e-12)] * 2
+    assert math.isclose(monitor.records[0]["layer_eta_s"]["theta"], 1.0, rel_tol=1e-12)
