@@ -372,3 +372,17 @@ def test_chained_state_dict_resume():
             o.step()
             s.step()
         assert [g["lr"] for g in opt.param_groups] == [g["lr"] for g in opt2.param_groups]
+
+
+def test_chained_with_tensor_lr():
+    """A tensor lr (torch's capturable/fused convention) is rescaled in place, chained as a float one is."""
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([p], lr=torch.tensor(0.1, dtype=torch.float64))
+    lr = opt.param_groups[0]["lr"]
+    sched = torch.optim.lr_scheduler.ChainedScheduler(
+        [STLR(opt, total_steps=20, cut_frac=0.2, ratio=16), torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)])
+    for t in range(15):
+        assert opt.param_groups[0]["lr"] is lr
+        assert float(lr) == pytest.approx(0.1 * _stlr_ref(t, 20, 0.2, 16, 1.0) * 0.9**t, rel=1e-12)
+        opt.step()
+        sched.step()
