@@ -1,0 +1,340 @@
+// The shared base (torch_layerlr/optim/_base.py in C++): state, per-tensor engine inputs, buckets, save/load.
+#include "torch_layerlr/optim/fused_optimizer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <cmath>
+
+namespace torch_layerlr::optim {
+
+// ---- checks ----------------------------------------------------------------------------------------------
+double check_float(const std::string& name, double value, double low, double high, bool low_open, bool high_open) {
+  const bool below = low_open ? value <= low : value < low;
+  const bool above = high_open ? value >= high : value > high;
+  TORCH_CHECK_VALUE(!std::isnan(value) && !below && !above, "Invalid ", name, ": ", value, " (expected a value in ",
+                    low_open ? "(" : "[", low, ", ", high, high_open ? ")" : "]", ")");
+  return value;
+}
+
+void check_per_param(const std::string& name, const std::vector<double>& values, size_t num_params, double low,
+                     double high) {
+  TORCH_CHECK_VALUE(!values.empty(), name, " is empty (give one value, or one per parameter)");
+  TORCH_CHECK_VALUE(values.size() == 1 || num_params == kAnyNumParams || values.size() == num_params, name, " has ",
+                    values.size(),
+                    " entries but its param group has ", num_params,
+                    " parameters (give one value, or one per parameter)");
+  for (size_t i = 0; i < values.size(); ++i) check_float(name + "[" + std::to_string(i) + "]", values[i], low, high);
+}
+
+// ---- per-parameter state ---------------------------------------------------------------------------------
+torch::Tensor& FusedParamState::buffer(const std::string& name) {
+  if (name == "filter") return filter_;
+  if (name == "exp_avg") return exp_avg_;
+  if (name == "exp_avg_sq") return exp_avg_sq_;
+  if (name == "momentum_buffer") return momentum_buffer_;
+  TORCH_CHECK_VALUE(false, "no state buffer named ", name);
+}
+
+static const char* const kBufferNames[] = {"filter", "exp_avg", "exp_avg_sq", "momentum_buffer"};
+
+void FusedParamState::serialize(torch::serialize::OutputArchive& archive) const {
+  auto& self = const_cast<FusedParamState&>(*this);
+  if (step_.defined()) archive.write("step", step_);
+  for (const char* name : kBufferNames) {
+    const torch::Tensor& t = self.buffer(name);
+    if (t.defined()) archive.write(name, t);
+  }
+}
+
+void FusedParamState::serialize(torch::serialize::InputArchive& archive) {
+  archive.try_read("step", step_);
+  for (const char* name : kBufferNames) archive.try_read(name, buffer(name));
+}
+
+// ---- the step --------------------------------------------------------------------------------------------
+namespace {
+
+// A float32 step counter holding `value`: on the CPU for CPU params (as torch.optim), on the param's device
+// otherwise, where the fused CUDA kernels read and advance it in place.
+torch::Tensor new_step(double value, const torch::Device& device) {
+  return at::full({}, value, at::TensorOptions().dtype(at::kFloat).device(device));
+}
+
+// The engine's 1-D float64 per-tensor inputs, made on the CPU and copied without waiting for a device.
+torch::Tensor per_tensor(const std::vector<double>& values, const torch::Device& device) {
+  torch::Tensor t = at::tensor(values, at::TensorOptions().dtype(at::kDouble));
+  return device.is_cpu() ? t : t.to(device, /*non_blocking=*/true);
+}
+
+}  // namespace
+
+// ---- param groups ----------------------------------------------------------------------------------------
+FusedOptimizer::FusedOptimizer(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
+                               std::unique_ptr<torch::optim::OptimizerOptions> defaults)
+    : Optimizer(std::vector<torch::optim::OptimizerParamGroup>{}, std::move(defaults)) {
+  for (const auto& group : param_groups) add_group_unchecked(group);
+}
+
+void FusedOptimizer::add_group_unchecked(const torch::optim::OptimizerParamGroup& param_group) {
+  const size_t g = param_groups_.size();
+  const auto& params = param_group.params();
+  for (size_t i = 0; i < params.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      TORCH_CHECK_VALUE(!params[i].is_same(params[j]), "param group ", g, " holds the same tensor twice (params ", j,
+                        " and ", i, ")");
+    }
+    for (size_t h = 0; h < g; ++h) {
+      for (const auto& q : param_groups_[h].params()) {
+        TORCH_CHECK_VALUE(!params[i].is_same(q), "param ", i, " of param group ", g, " is already in param group ", h,
+                          ": a parameter belongs to one group");
+      }
+    }
+  }
+  Optimizer::add_param_group(param_group);  // the leaf checks; the group gets a copy of the defaults
+  if (param_group.has_options()) param_groups_.back().set_options(param_group.options().clone());
+}
+
+void FusedOptimizer::add_param_group(const torch::optim::OptimizerParamGroup& param_group) {
+  add_group_unchecked(param_group);
+  try {
+    check_options(param_groups_.back().options(), param_groups_.back().params().size());
+  } catch (...) {
+    param_groups_.pop_back();  // a rejected group must not stay behind
+    throw;
+  }
+}
+
+void FusedOptimizer::check_all_groups() const {
+  check_options(defaults(), kAnyNumParams);  // the defaults' per-parameter lists are checked per group
+  for (const auto& group : param_groups_) check_options(group.options(), group.params().size());
+}
+
+std::vector<FusedOptimizer::Bucket> FusedOptimizer::prepare_step() {
+  // NOTE: [atomic steps] (as the Python base): plan every group with new state made on the side, check every
+  // engine call when there are several (one call is checked by the op itself before it touches memory), and
+  // only then commit the new state.
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    const auto& group = param_groups_[g];
+    check_options(group.options(), group.params().size());
+    for (size_t i = 0; i < group.params().size(); ++i) {
+      const torch::Tensor& p = group.params()[i];
+      const torch::Tensor& grad = p.grad();
+      if (!grad.defined()) continue;
+      TORCH_CHECK(!grad.is_sparse(), name(), " does not support sparse gradients (param ", i, " of group ", g, ")");
+      TORCH_CHECK(!p.is_complex() && !grad.is_complex(), name(),
+                  " does not support complex parameters or gradients (param ", i, " of group ", g, ")");
+    }
+  }
+  std::vector<std::pair<void*, std::unique_ptr<FusedParamState>>> new_state;
+  std::vector<Bucket> buckets;
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    for (Bucket& b : plan_group(g, new_state)) buckets.push_back(std::move(b));
+  }
+  for (Bucket& b : buckets) {
+    b.inputs.lr = at::full({}, group_lr(param_groups_[b.group].options()),
+                           at::TensorOptions().dtype(at::kDouble).device(b.device));
+    b.inputs.filter_coef = filter_coef(param_groups_[b.group].options(), b.device);
+    if (b.recipe.trust != "none") {
+      b.inputs.trust_ratios = at::ones({static_cast<int64_t>(b.tensors.params.size())},
+                                       at::TensorOptions().dtype(at::kDouble).device(b.device));
+    }
+  }
+  if (buckets.size() > 1) {
+    for (const Bucket& b : buckets) fused_step_check(b.tensors, b.recipe, b.inputs);
+  }
+  for (auto& [key, state] : new_state) state_[key] = std::move(state);
+  return buckets;
+}
+
+std::vector<FusedOptimizer::Bucket> FusedOptimizer::plan_group(
+    size_t g, std::vector<std::pair<void*, std::unique_ptr<FusedParamState>>>& new_state) {
+  const auto& group = param_groups_[g];
+  const auto& options = group.options();
+  const Recipe r = recipe(options);
+  const std::vector<std::string> names = r.state_names();
+  const std::vector<double>& mult = lr_mult(options);
+  // One engine call per (device, dtype), in order of first appearance (as the Python base's dict).
+  std::vector<std::pair<std::pair<torch::Device, at::ScalarType>, std::vector<size_t>>> by_device;
+  for (size_t i = 0; i < group.params().size(); ++i) {
+    const torch::Tensor& p = group.params()[i];
+    if (!p.grad().defined()) continue;
+    const auto key = std::make_pair(p.device(), p.scalar_type());
+    auto it = std::find_if(by_device.begin(), by_device.end(), [&](const auto& e) { return e.first == key; });
+    if (it == by_device.end()) {
+      by_device.push_back({key, {}});
+      it = std::prev(by_device.end());
+    }
+    it->second.push_back(i);
+  }
+  std::vector<Bucket> buckets;
+  for (const auto& [key, indices] : by_device) {
+    Bucket b{g, r, key.first, {}, {}};
+    std::vector<double> lr_mults, wd, blend, trust;
+    for (size_t i : indices) {
+      const torch::Tensor& p = group.params()[i];
+      // The param's state as it will be after this step's commit: the stored one, or a copy completed on the side.
+      void* key_ptr = p.unsafeGetTensorImpl();
+      auto found = state_.find(key_ptr);
+      const FusedParamState* stored =
+          found == state_.end() ? nullptr : static_cast<const FusedParamState*>(found->second.get());
+      auto state = stored ? std::make_unique<FusedParamState>(*stored) : std::make_unique<FusedParamState>();
+      bool changed = stored == nullptr;
+      if (!state->step().defined()) {
+        state->step(new_step(0.0, p.device()));
+        changed = true;
+      } else if (state->step().device() != p.device()) {
+        state->step(state->step().to(p.device()));
+        changed = true;
+      }
+      for (const std::string& n : names) {
+        torch::Tensor& buf = state->buffer(n);
+        if (!buf.defined()) {
+          buf = at::zeros_like(p, at::MemoryFormat::Preserve);
+          changed = true;
+        }
+      }
+      b.tensors.params.push_back(p);
+      b.tensors.grads.push_back(p.grad());
+      if (r.filter != "none") b.tensors.filters.push_back(state->filter());
+      if (r.moment == "adam") {
+        b.tensors.exp_avgs.push_back(state->exp_avg());
+        b.tensors.exp_avg_sqs.push_back(state->exp_avg_sq());
+      } else if (r.momentum != 0.0) {
+        b.tensors.exp_avgs.push_back(state->momentum_buffer());
+      }
+      b.tensors.steps.push_back(state->step());
+      if (changed) new_state.emplace_back(key_ptr, std::move(state));
+      lr_mults.push_back(per_param(mult, i));
+      const TensorSettings s = tensor_settings(options, i, p);
+      wd.push_back(s.weight_decay);
+      blend.push_back(s.blend);
+      trust.push_back(s.trust ? 1.0 : 0.0);
+    }
+    b.inputs.lr_mult = per_tensor(lr_mults, b.device);
+    b.inputs.weight_decay = per_tensor(wd, b.device);
+    b.inputs.blend = per_tensor(blend, b.device);
+    b.inputs.trust_mask = per_tensor(trust, b.device);
+    buckets.push_back(std::move(b));
+  }
+  return buckets;
+}
+
+void FusedOptimizer::run(std::vector<Bucket>& buckets) {
+  trust_ratios_.clear();
+  for (Bucket& b : buckets) {
+    fused_step_(b.tensors, b.recipe, b.inputs);
+    if (b.inputs.trust_ratios) trust_ratios_.emplace_back(b.tensors.params, *b.inputs.trust_ratios);
+  }
+}
+
+torch::Tensor FusedOptimizer::step(LossClosure closure) {
+  at::NoGradGuard no_grad;
+  torch::Tensor loss;
+  if (closure) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  std::vector<Bucket> buckets = prepare_step();
+  run(buckets);
+  return loss;
+}
+
+// ---- save / load -----------------------------------------------------------------------------------------
+// Layout: param_groups/size; param_groups/<g>/{size, options, state/<i>} (state by position, so a new
+// optimizer over new parameter tensors of the same shapes resumes); global_state (the subclass's, e.g. DALS's).
+void FusedOptimizer::save(torch::serialize::OutputArchive& archive) const {
+  archive.write("format", c10::IValue(std::string("torch_layerlr.optim/1")));
+  archive.write("param_groups/size", c10::IValue(static_cast<int64_t>(param_groups_.size())));
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    const auto& group = param_groups_[g];
+    torch::serialize::OutputArchive group_archive(archive.compilation_unit());
+    group_archive.write("size", c10::IValue(static_cast<int64_t>(group.params().size())));
+    torch::serialize::OutputArchive options_archive(archive.compilation_unit());
+    group.options().serialize(options_archive);
+    group_archive.write("options", options_archive);
+    for (size_t i = 0; i < group.params().size(); ++i) {
+      auto it = state_.find(group.params()[i].unsafeGetTensorImpl());
+      if (it == state_.end()) continue;
+      torch::serialize::OutputArchive state_archive(archive.compilation_unit());
+      it->second->serialize(state_archive);
+      group_archive.write("state/" + std::to_string(i), state_archive);
+    }
+    archive.write("param_groups/" + std::to_string(g), group_archive);
+  }
+  torch::serialize::OutputArchive global_archive(archive.compilation_unit());
+  save_global(global_archive);
+  archive.write("global_state", global_archive);
+}
+
+namespace {
+
+int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key) {
+  c10::IValue v;
+  TORCH_CHECK_VALUE(archive.try_read(key, v) && v.isInt(), "the archive has no integer ", key);
+  return v.toInt();
+}
+
+// A loaded state is untrusted: its step must be a one-element float tensor and each buffer must have the
+// param's shape. Buffers take the param's dtype and device, the step its device (as torch.optim's load).
+void check_loaded_state(FusedParamState& state, const torch::Tensor& p, size_t g, size_t i) {
+  const torch::Tensor& step = state.step();
+  TORCH_CHECK_VALUE(step.defined() && step.numel() == 1 && step.is_floating_point(), "state of param ", i,
+                    " of group ", g, ": step must be a one-element float tensor");
+  if (step.device() != p.device()) state.step(step.to(p.device()));
+  for (const char* name : kBufferNames) {
+    torch::Tensor& buf = state.buffer(name);
+    if (!buf.defined()) continue;
+    TORCH_CHECK_VALUE(buf.sizes() == p.sizes(), "state of param ", i, " of group ", g, ": ", name, " has shape ",
+                      buf.sizes(), " but the param has ", p.sizes());
+    TORCH_CHECK_TYPE(buf.is_floating_point(), "state of param ", i, " of group ", g, ": ", name,
+                     " has dtype ", buf.scalar_type());
+    if (buf.scalar_type() != p.scalar_type() || buf.device() != p.device()) buf = buf.to(p.device(), p.scalar_type());
+  }
+}
+
+}  // namespace
+
+void FusedOptimizer::load(torch::serialize::InputArchive& archive) {
+  c10::IValue format;
+  TORCH_CHECK_VALUE(archive.try_read("format", format) && format.isString() &&
+                        format.toStringRef() == "torch_layerlr.optim/1",
+                    "not a torch_layerlr optimizer archive (no format torch_layerlr.optim/1)");
+  const int64_t num_groups = read_int(archive, "param_groups/size");
+  TORCH_CHECK_VALUE(num_groups == static_cast<int64_t>(param_groups_.size()), "the archive has ", num_groups,
+                    " param groups but the optimizer has ", param_groups_.size());
+  // Read and check everything first; nothing changes until all of it passed.
+  std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> options(num_groups);
+  std::vector<std::pair<void*, std::unique_ptr<FusedParamState>>> states;
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    const auto& params = param_groups_[g].params();
+    torch::serialize::InputArchive group_archive;
+    archive.read("param_groups/" + std::to_string(g), group_archive);
+    const int64_t size = read_int(group_archive, "size");
+    TORCH_CHECK_VALUE(size == static_cast<int64_t>(params.size()), "param group ", g, " of the archive has ", size,
+                      " params but the optimizer's has ", params.size());
+    torch::serialize::InputArchive options_archive;
+    group_archive.read("options", options_archive);
+    options[g] = param_groups_[g].options().clone();
+    options[g]->serialize(options_archive);
+    check_options(*options[g], params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      torch::serialize::InputArchive state_archive;
+      if (!group_archive.try_read("state/" + std::to_string(i), state_archive)) continue;
+      auto state = std::make_unique<FusedParamState>();
+      state->serialize(state_archive);
+      check_loaded_state(*state, params[i], g, i);
+      states.emplace_back(params[i].unsafeGetTensorImpl(), std::move(state));
+    }
+  }
+  torch::serialize::InputArchive global_archive;
+  archive.read("global_state", global_archive);
+  std::function<void()> install_global = load_global(global_archive);
+
+  for (size_t g = 0; g < param_groups_.size(); ++g) param_groups_[g].set_options(std::move(options[g]));
+  state_.clear();
+  for (auto& [key, state] : states) state_[key] = std::move(state);
+  install_global();
+}
+
+}  // namespace torch_layerlr::optim

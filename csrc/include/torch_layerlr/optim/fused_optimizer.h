@@ -1,0 +1,137 @@
+// The shared base of every optimizer here (mirrors torch_layerlr/optim/_base.py): param groups and state as in
+// torch::optim, the step in the fused engine.
+//
+// A subclass says which recipe a group runs (recipe()) and, per tensor, its weight decay, depth blend and
+// trust-ratio switch (tensor_settings()). The base builds the engine's 1-D per-tensor inputs and calls it once
+// per (device, dtype) bucket of each group: never once per tensor, and never one param group per layer.
+#pragma once
+
+#include <torch/optim/optimizer.h>
+#include <torch/serialize/archive.h>
+
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "torch_layerlr/optim/recipe.h"
+
+namespace torch_layerlr::optim {
+
+/// Per-parameter state of every optimizer here: a float32 step counter (on the CPU for CPU params, as in
+/// torch.optim) and the buffers its recipe names (Recipe::state_names()); buffers a recipe does not use stay
+/// undefined.
+struct FusedParamState : public torch::optim::OptimizerCloneableParamState<FusedParamState> {
+  TORCH_ARG(torch::Tensor, step);
+  TORCH_ARG(torch::Tensor, filter);
+  TORCH_ARG(torch::Tensor, exp_avg);
+  TORCH_ARG(torch::Tensor, exp_avg_sq);
+  TORCH_ARG(torch::Tensor, momentum_buffer);
+
+ public:
+  /// The buffer called `name` ("filter", "exp_avg", "exp_avg_sq" or "momentum_buffer").
+  torch::Tensor& buffer(const std::string& name);
+  void serialize(torch::serialize::InputArchive& archive) override;
+  void serialize(torch::serialize::OutputArchive& archive) const override;
+};
+
+/// (weight decay, depth blend, trust ratio on) of one parameter tensor.
+struct TensorSettings {
+  double weight_decay = 0.0;
+  double blend = 0.0;
+  bool trust = true;
+};
+
+/// Raise c10::ValueError naming `name` unless `value` lies in the interval (as Python's check_float).
+double check_float(const std::string& name, double value, double low = -std::numeric_limits<double>::infinity(),
+                   double high = std::numeric_limits<double>::infinity(), bool low_open = false,
+                   bool high_open = false);
+
+/// The `num_params` of the defaults' check: their per-parameter lists are checked against each group.
+constexpr size_t kAnyNumParams = static_cast<size_t>(-1);
+
+/// Raise c10::ValueError unless `values` holds one value, or one per parameter of a group of `num_params`
+/// (any number for kAnyNumParams), each in [low, high].
+void check_per_param(const std::string& name, const std::vector<double>& values, size_t num_params, double low,
+                     double high);
+
+/// The `index`-th entry of a per-parameter option (one value for all, or one per parameter).
+inline double per_param(const std::vector<double>& values, size_t index) {
+  return values.size() == 1 ? values[0] : values[index];
+}
+
+class FusedOptimizer : public torch::optim::Optimizer {
+ public:
+  /// Add a param group. Its options, when it has them, are the group's options as given (LibTorch's own
+  /// add_param_group keeps them only for its built-in optimizers); they are checked here, and a rejected group
+  /// is not added.
+  void add_param_group(const torch::optim::OptimizerParamGroup& param_group);
+
+  /// One optimization step. `closure` re-evaluates the model and returns the loss, which step returns.
+  torch::Tensor step(LossClosure closure = nullptr) override;
+
+  /// Options of every group, the per-parameter state by (group, position) and any global state: a resume
+  /// from load() is bit-exact. load() checks everything before it changes anything.
+  void save(torch::serialize::OutputArchive& archive) const override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+  /// The per-tensor trust ratios of the last step (recipes with a trust ratio): (params, float64 ratios) per
+  /// engine call.
+  const std::vector<std::pair<std::vector<torch::Tensor>, torch::Tensor>>& trust_ratios() const {
+    return trust_ratios_;
+  }
+
+ protected:
+  /// Takes the groups with their own options (see add_param_group); subclass constructors then call
+  /// check_all_groups().
+  FusedOptimizer(const std::vector<torch::optim::OptimizerParamGroup>& param_groups,
+                 std::unique_ptr<torch::optim::OptimizerOptions> defaults);
+
+  // ---- what subclasses provide ---------------------------------------------------------------------------
+  /// The class name, for error messages.
+  virtual const char* name() const = 0;
+  /// Raise c10::ValueError naming the option unless `options` is valid for a group of `num_params` tensors.
+  virtual void check_options(const torch::optim::OptimizerOptions& options, size_t num_params) const = 0;
+  virtual Recipe recipe(const torch::optim::OptimizerOptions& group) const = 0;
+  virtual TensorSettings tensor_settings(const torch::optim::OptimizerOptions& group, size_t index,
+                                         const torch::Tensor& param) const = 0;
+  virtual const std::vector<double>& lr_mult(const torch::optim::OptimizerOptions& group) const = 0;
+  virtual double group_lr(const torch::optim::OptimizerOptions& group) const { return group.get_lr(); }
+  virtual std::optional<torch::Tensor> filter_coef(const torch::optim::OptimizerOptions& group,
+                                                   const torch::Device& device) const {
+    return std::nullopt;
+  }
+  /// Global (not per-parameter) state, saved under "global_state" (DALS's schedule and loss phase).
+  virtual void save_global(torch::serialize::OutputArchive& archive) const {}
+  /// Read and check the global state, returning a function that installs it (called once all checks passed).
+  virtual std::function<void()> load_global(torch::serialize::InputArchive& archive) { return [] {}; }
+
+  /// Check the defaults and every group (subclass constructors call it: virtual calls need a built object).
+  void check_all_groups() const;
+  /// Check every group and engine call, commit any new state and return the step's engine calls (one per
+  /// group, device and dtype) with all their inputs. Nothing changes unless every check passed.
+  struct Bucket;
+  std::vector<Bucket> prepare_step();
+  /// Run the prepared engine calls.
+  void run(std::vector<Bucket>& buckets);
+
+ private:
+  void add_group_unchecked(const torch::optim::OptimizerParamGroup& param_group);
+  std::vector<Bucket> plan_group(size_t group,
+                                 std::vector<std::pair<void*, std::unique_ptr<FusedParamState>>>& new_state);
+  std::vector<std::pair<std::vector<torch::Tensor>, torch::Tensor>> trust_ratios_;
+};
+
+struct FusedOptimizer::Bucket {
+  size_t group;
+  Recipe recipe;
+  torch::Device device;
+  StepTensors tensors;
+  StepInputs inputs;
+};
+
+}  // namespace torch_layerlr::optim

@@ -1,0 +1,59 @@
+// The constant part of one fused step (mirrors torch_layerlr._ops.Recipe; see csrc/engine/recipe.h for each
+// stage's meaning), and the thin C++ calls of the engine's ops through the dispatcher.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace torch_layerlr::optim {
+
+struct Recipe {
+  std::string filter = "none";   // none | grokfast | blend
+  std::string decay = "coupled"; // coupled | decoupled | update
+  std::string moment = "sgd";    // sgd | adam
+  std::string trust = "none";    // none | lars | update
+  double filter_lambda = 0.0;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  bool nesterov = false;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  bool bias_correction = true;
+  double trust_coefficient = 1.0;
+  double trust_eps = 0.0;
+  double ratio_min = 0.0;
+  double ratio_max = std::numeric_limits<double>::infinity();
+  double norm_max = std::numeric_limits<double>::infinity();
+  bool maximize = false;
+
+  /// The per-parameter state buffers this recipe reads and writes, in the op's list order.
+  std::vector<std::string> state_names() const;
+};
+
+/// The tensors of one engine call: same device, same dtype.
+struct StepTensors {
+  std::vector<at::Tensor> params, grads, filters, exp_avgs, exp_avg_sqs, steps;
+};
+
+/// The per-tensor (1-D float64, one entry per tensor) and scalar inputs of one engine call.
+struct StepInputs {
+  at::Tensor lr, lr_mult, weight_decay, blend, trust_mask;
+  std::optional<at::Tensor> filter_coef, trust_ratios;
+};
+
+/// layerlr::fused_step_ through the dispatcher: the same kernels the Python classes call.
+void fused_step_(const StepTensors& tensors, const Recipe& recipe, const StepInputs& inputs);
+
+/// layerlr::fused_step_check: every check fused_step_ makes, on metadata only, without running the step.
+void fused_step_check(const StepTensors& tensors, const Recipe& recipe, const StepInputs& inputs);
+
+/// layerlr::dals_phase_: advance the DALS loss-phase detector and write the phase's filter coefficients.
+void dals_phase_(const at::Tensor& detector, const at::Tensor& filter_coef, const at::Tensor& loss, double tau1,
+                 double tau2, const std::vector<double>& phase_alpha, const std::vector<double>& phase_gate);
+
+}  // namespace torch_layerlr::optim

@@ -1,0 +1,344 @@
+// C++ API tests: bit-exact save/load resume for every case of cases.h, options validation (c10::Error naming the
+// option), param groups with their own options, bf16 parameters against a plain float64 LAMB, DALS's schedule and
+// DepthScaledSGD's closed forms. Trajectories against the Python classes: tests/test_cpp_api.py.
+#include <gtest/gtest.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/module.h>
+#include <torch/serialize.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "cases.h"
+
+namespace {
+
+namespace optim = torch_layerlr::optim;
+using layerlr_test::Params;
+
+Params make_params(torch::Dtype dtype, int64_t seed = 0) {
+  torch::manual_seed(seed);
+  Params p;
+  for (auto shape : std::vector<std::vector<int64_t>>{{4, 3}, {3}, {2, 3, 2}, {5}}) {
+    p.push_back(torch::randn(shape, torch::kFloat64).to(dtype).set_requires_grad(true));
+  }
+  return p;
+}
+
+Params clone_params(const Params& params) {
+  Params out;
+  for (const auto& p : params) out.push_back(p.detach().clone().set_requires_grad(true));
+  return out;
+}
+
+// Step k's gradient of parameter i: a fixed function of (k, i), the same for every copy of the params.
+void set_grads(const Params& params, int64_t k) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    torch::manual_seed(1000 * k + static_cast<int64_t>(i));
+    params[i].mutable_grad() = torch::randn(params[i].sizes(), torch::kFloat64).to(params[i].scalar_type());
+  }
+}
+
+void run_steps(optim::FusedOptimizer& opt, const Params& params, int64_t first, int64_t last) {
+  for (int64_t k = first; k < last; ++k) {
+    set_grads(params, k);
+    const double loss = 2.0 / (1.0 + static_cast<double>(k));  // a falling loss moves DALS's phases
+    opt.step([loss] { return torch::tensor(loss, torch::dtype(torch::kFloat32)); });
+  }
+}
+
+// The first two of the four params.
+Params slice_of(const Params& p) { return Params(p.begin(), p.begin() + 2); }
+
+void expect_equal(const Params& a, const Params& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a[i], b[i])) << "param " << i << " differs";
+  }
+}
+
+// ---- save / load: a resumed run equals the uninterrupted one bit for bit -------------------------------------
+class Resume : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Resume, BitExact) {
+  const auto& factory = layerlr_test::cases().at(GetParam());
+  for (auto dtype : {torch::kFloat32, torch::kFloat64}) {
+    Params straight = make_params(dtype);
+    auto opt = factory(straight);
+    run_steps(*opt, straight, 0, 7);
+
+    std::stringstream buffer;
+    {
+      torch::serialize::OutputArchive archive;
+      opt->save(archive);
+      archive.save_to(buffer);
+    }
+    Params resumed = clone_params(straight);
+    auto opt2 = factory(resumed);
+    {
+      torch::serialize::InputArchive archive;
+      archive.load_from(buffer);
+      opt2->load(archive);
+    }
+    run_steps(*opt, straight, 7, 15);
+    run_steps(*opt2, resumed, 7, 15);
+    expect_equal(straight, resumed);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCases, Resume, ::testing::ValuesIn([] {
+                           std::vector<std::string> names;
+                           for (const auto& [name, factory] : layerlr_test::cases()) names.push_back(name);
+                           return names;
+                         }()));
+
+TEST(Resume, LoadRejectsAnotherOptimizersLayoutWithoutChangingState) {
+  Params params = make_params(torch::kFloat32);
+  optim::LAMB lamb(params, optim::LAMBOptions(0.01));
+  run_steps(lamb, params, 0, 3);
+  std::stringstream buffer;
+  {
+    torch::serialize::OutputArchive archive;
+    lamb.save(archive);
+    archive.save_to(buffer);
+  }
+  // Fewer params in the group: the archive does not fit, and the optimizer keeps its options and state.
+  Params fewer = slice_of(params);
+  optim::LAMB other(fewer, optim::LAMBOptions(0.03));
+  run_steps(other, fewer, 0, 2);
+  const auto before = static_cast<const optim::FusedParamState&>(*other.state().at(fewer[0].unsafeGetTensorImpl()))
+                          .exp_avg()
+                          .clone();
+  torch::serialize::InputArchive archive;
+  archive.load_from(buffer);
+  try {
+    other.load(archive);
+    FAIL() << "load accepted an archive of 4 params into a group of 2";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("params"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(static_cast<const optim::LAMBOptions&>(other.param_groups()[0].options()).lr(), 0.03);
+  EXPECT_TRUE(torch::equal(
+      static_cast<const optim::FusedParamState&>(*other.state().at(fewer[0].unsafeGetTensorImpl())).exp_avg(), before));
+}
+
+// ---- options validation: c10::Error whose message names the option --------------------------------------------
+template <typename F>
+void expect_error_naming(F&& make, const std::string& option) {
+  try {
+    make();
+    ADD_FAILURE() << "no error for a bad " << option;
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(option), std::string::npos) << "message does not name " << option << ": "
+                                                                      << e.what();
+  }
+}
+
+TEST(Options, InvalidValuesThrowNamingTheOption) {
+  Params p = make_params(torch::kFloat32);
+  expect_error_naming([&] { optim::LayerwiseSGD(p, optim::LayerwiseSGDOptions(-1.0)); }, "lr");
+  expect_error_naming([&] { optim::LayerwiseSGD(p, optim::LayerwiseSGDOptions(0.1).momentum(1.5)); }, "momentum");
+  expect_error_naming([&] { optim::LayerwiseSGD(p, optim::LayerwiseSGDOptions(0.1).dampening(-0.1)); }, "dampening");
+  expect_error_naming([&] { optim::LayerwiseSGD(p, optim::LayerwiseSGDOptions(0.1).nesterov(true)); }, "nesterov");
+  expect_error_naming([&] { optim::LayerwiseSGD(p, optim::LayerwiseSGDOptions(0.1).grokfast_alpha(1.0)); },
+                      "grokfast_alpha");
+  expect_error_naming([&] { optim::LayerwiseSGD(p, optim::LayerwiseSGDOptions(0.1).lr_mult({1.0, 2.0})); },
+                      "lr_mult");
+  expect_error_naming([&] { optim::LayerwiseSGD(p, optim::LayerwiseSGDOptions(0.1).lr_mult({1, 1, -1, 1})); },
+                      "lr_mult[2]");
+  expect_error_naming([&] { optim::LayerwiseAdamW(p, optim::LayerwiseAdamWOptions().betas({0.9, 1.0})); },
+                      "betas[1]");
+  expect_error_naming([&] { optim::LayerwiseAdamW(p, optim::LayerwiseAdamWOptions().eps(-1e-8)); }, "eps");
+  expect_error_naming([&] { optim::GrokfastAdamW(p, optim::GrokfastAdamWOptions().grokfast_lambda(-1)); },
+                      "grokfast_lambda");
+  expect_error_naming([&] { optim::GrokfastAdamW(p, optim::GrokfastAdamWOptions().weight_decay(NAN)); },
+                      "weight_decay");
+  expect_error_naming([&] { optim::LARS(p, optim::LARSOptions(0.1).trust_coefficient(-1)); }, "trust_coefficient");
+  expect_error_naming([&] { optim::LARS(p, optim::LARSOptions(0.1).momentum(0).nesterov(true)); }, "nesterov");
+  expect_error_naming([&] { optim::LAMB(p, optim::LAMBOptions().clamp_value(0.0)); }, "clamp_value");
+  expect_error_naming([&] { optim::LAMB(p, optim::LAMBOptions().betas({-0.1, 0.9})); }, "betas[0]");
+  expect_error_naming([&] { optim::DALS(p, optim::DALSOptions("slow")); }, "variant");
+  expect_error_naming([&] { optim::DALS(p, optim::DALSOptions().momentum(1.0)); }, "momentum");
+  expect_error_naming([&] { optim::DALS(p, optim::DALSOptions().alpha(1.1)); }, "alpha");
+  expect_error_naming([&] { optim::DALS(p, optim::DALSOptions().warmup_frac(1.0)); }, "warmup_frac");
+  expect_error_naming([&] { optim::DALS(p, optim::DALSOptions("acc").warmup_frac(0.1)); }, "warmup_frac");
+  expect_error_naming([&] { optim::DALS(p, optim::DALSOptions().total_steps(0)); }, "total_steps");
+  expect_error_naming([&] { optim::DALS(p, optim::DALSOptions().restart_mult(0)); }, "restart_mult");
+  expect_error_naming([&] { optim::DALS(p, optim::DALSOptions().depth_ratio({0.0, 0.5, 1.5, 1.0})); },
+                      "depth_ratio[2]");
+  expect_error_naming([&] { optim::DepthScaledSGD(p, optim::DepthScaledSGDOptions(1.0, 2.0).tau(0.0)); }, "tau");
+  expect_error_naming([&] { optim::DepthScaledSGD(p, optim::DepthScaledSGDOptions(1.0, 2.0).arch("res3")); },
+                      "arch");
+  expect_error_naming([&] { optim::DepthScaledSGD(p, optim::DepthScaledSGDOptions(1.0, 2.0).depth(0)); }, "depth");
+  expect_error_naming([&] { optim::DepthScaledSGD(p, optim::DepthScaledSGDOptions(-1.0, 2.0)); }, "mu_xx");
+  expect_error_naming([&] { optim::DepthScaledSGD(p, optim::DepthScaledSGDOptions(std::nullopt, 2.0)); }, "mu_xx");
+  expect_error_naming(
+      [&] { optim::DepthScaledSGD(p, optim::DepthScaledSGDOptions(std::nullopt, std::nullopt).sharpness(-2.0)); },
+      "sharpness");
+}
+
+TEST(Options, GroupOptionsAreCheckedAtConstructionAndStep) {
+  Params p = make_params(torch::kFloat32);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(slice_of(p), std::make_unique<optim::LAMBOptions>(optim::LAMBOptions().eps(-1.0)));
+  expect_error_naming([&] { optim::LAMB(groups, optim::LAMBOptions()); }, "eps");
+
+  optim::LAMB lamb(p, optim::LAMBOptions());
+  static_cast<optim::LAMBOptions&>(lamb.param_groups()[0].options()).weight_decay(-0.5);
+  set_grads(p, 0);
+  const Params before = clone_params(p);
+  expect_error_naming([&] { lamb.step(); }, "weight_decay");
+  expect_equal(p, before);  // a rejected step moves nothing
+}
+
+// ---- param groups with different options ---------------------------------------------------------------------
+TEST(ParamGroups, EachGroupStepsWithItsOwnOptions) {
+  // One optimizer with two groups equals two optimizers, one per group, bit for bit.
+  Params together = make_params(torch::kFloat32);
+  Params first = clone_params(Params(together.begin(), together.begin() + 2));
+  Params second = clone_params(Params(together.begin() + 2, together.end()));
+  const auto g2 = optim::LARSOptions(0.05).momentum(0.5).exclude_1d(false).lr_mult({2.0, 0.5});
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(Params(together.begin(), together.begin() + 2));
+  groups.emplace_back(Params(together.begin() + 2, together.end()), std::make_unique<optim::LARSOptions>(g2));
+  optim::LARS both(groups, optim::LARSOptions(0.3).weight_decay(0.01));
+  optim::LARS only_first(first, optim::LARSOptions(0.3).weight_decay(0.01));
+  optim::LARS only_second(second, g2);
+  for (int64_t k = 0; k < 6; ++k) {
+    set_grads(together, k);
+    for (size_t i = 0; i < 2; ++i) first[i].mutable_grad() = together[i].grad().clone();
+    for (size_t i = 0; i < 2; ++i) second[i].mutable_grad() = together[i + 2].grad().clone();
+    both.step();
+    only_first.step();
+    only_second.step();
+  }
+  expect_equal(Params(together.begin(), together.begin() + 2), first);
+  expect_equal(Params(together.begin() + 2, together.end()), second);
+  // and the groups really differ: the second group's own rate moved its tensors differently
+  EXPECT_EQ(static_cast<const optim::LARSOptions&>(both.param_groups()[1].options()).lr(), 0.05);
+}
+
+TEST(ParamGroups, ZeroLrMultFreezesATensor) {
+  Params p = make_params(torch::kFloat64);
+  const Params before = clone_params(p);
+  optim::LayerwiseAdamW opt(p, optim::LayerwiseAdamWOptions(0.1).lr_mult({1.0, 0.0, 1.0, 0.0}));
+  run_steps(opt, p, 0, 3);
+  EXPECT_FALSE(torch::equal(p[0], before[0]));
+  EXPECT_TRUE(torch::equal(p[1], before[1]));
+  EXPECT_TRUE(torch::equal(p[3], before[3]));
+}
+
+// ---- bf16 parameters against a plain float64 LAMB ---------------------------------------------------------------
+// LAMB, Algorithm 2 of You et al. (2020), written with plain tensor ops in float64.
+struct ReferenceLamb {
+  double lr, beta1, beta2, eps, wd;
+  std::vector<torch::Tensor> m, v;
+  int64_t t = 0;
+  void step(std::vector<torch::Tensor>& w, const std::vector<torch::Tensor>& g) {
+    ++t;
+    if (m.empty()) {
+      for (const auto& x : w) {
+        m.push_back(torch::zeros_like(x));
+        v.push_back(torch::zeros_like(x));
+      }
+    }
+    for (size_t i = 0; i < w.size(); ++i) {
+      m[i] = beta1 * m[i] + (1 - beta1) * g[i];
+      v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i];
+      const auto mhat = m[i] / (1 - std::pow(beta1, t));
+      const auto vhat = v[i] / (1 - std::pow(beta2, t));
+      const auto r = mhat / (vhat.sqrt() + eps) + wd * w[i];
+      const double wn = w[i].norm().item<double>(), rn = r.norm().item<double>();
+      const double ratio = (wn > 0 && rn > 0) ? wn / rn : 1.0;
+      w[i] = w[i] - lr * ratio * r;
+    }
+  }
+};
+
+TEST(Dtypes, Bf16ParamsFollowTheFloat64Reference) {
+  for (auto dtype : {torch::kBFloat16, torch::kFloat64}) {
+    Params p = make_params(dtype);
+    std::vector<torch::Tensor> ref;
+    for (const auto& x : p) ref.push_back(x.detach().to(torch::kFloat64, /*non_blocking=*/false, /*copy=*/true));
+    optim::LAMB lamb(p, optim::LAMBOptions(0.01).weight_decay(0.01));
+    ReferenceLamb reference{0.01, 0.9, 0.999, 1e-6, 0.01};
+    for (int64_t k = 0; k < 5; ++k) {
+      set_grads(p, k);
+      std::vector<torch::Tensor> g;
+      for (const auto& x : p) g.push_back(x.grad().to(torch::kFloat64, /*non_blocking=*/false, /*copy=*/true));
+      lamb.step();
+      reference.step(ref, g);
+    }
+    // bf16 keeps 8 significant bits: each step rounds the params (relative 2^-8); float64 agrees to rounding.
+    const double tol = dtype == torch::kBFloat16 ? 2e-2 : 1e-12;
+    for (size_t i = 0; i < p.size(); ++i) {
+      EXPECT_EQ(p[i].scalar_type(), dtype);
+      const auto& state = static_cast<const optim::FusedParamState&>(*lamb.state().at(p[i].unsafeGetTensorImpl()));
+      EXPECT_EQ(state.exp_avg().scalar_type(), dtype);
+      EXPECT_EQ(state.step().scalar_type(), torch::kFloat32);
+      EXPECT_TRUE(torch::allclose(p[i].detach().to(torch::kFloat64), ref[i], tol, tol))
+          << "param " << i << " (" << dtype << ")";
+    }
+  }
+}
+
+// ---- DALS: schedule, loss phase, depths of a module -------------------------------------------------------------
+TEST(DALS, WarmupCosineScheduleAndFirstStepMovesNothing) {
+  Params p = make_params(torch::kFloat64);
+  optim::DALS dals(p, optim::DALSOptions("dals").total_steps(100));  // warmup floor(0.05 * 100) = 5 steps
+  const Params before = clone_params(p);
+  set_grads(p, 0);
+  dals.step();
+  expect_equal(p, before);  // s(1) = 0/5
+  for (int64_t k = 2; k <= 5; ++k) EXPECT_DOUBLE_EQ(dals.schedule_factor(), (k - 1) / 5.0);
+  EXPECT_DOUBLE_EQ(dals.schedule_factor(), 1.0);  // t = 5: cosine at progress 0
+  for (int64_t k = 7; k < 100; ++k) dals.schedule_factor();
+  EXPECT_NEAR(dals.schedule_factor(), 0.5 * (1 + std::cos(M_PI * 94.0 / 95.0)), 1e-15);  // t = 99
+}
+
+TEST(DALS, LossPhaseFollowsTheLossEma) {
+  Params p = make_params(torch::kFloat32);
+  optim::DALS dals(p);
+  EXPECT_EQ(dals.phase(), 0);
+  dals.update_phase(1.0);  // seeds the EMA
+  for (int i = 0; i < 30; ++i) dals.update_phase(1.0);  // flat: Delta = 0 <= tau2
+  EXPECT_EQ(dals.phase(), 2);
+  dals.update_phase(0.0);  // EMA falls by 5%: Delta = 0.05 > tau1
+  EXPECT_EQ(dals.phase(), 0);
+}
+
+TEST(DALS, ModuleChildrenGiveDepthRatios) {
+  struct Net : torch::nn::Module {
+    torch::nn::Linear a{nullptr}, b{nullptr}, c{nullptr};
+    Net() {
+      a = register_module("a", torch::nn::Linear(3, 4));
+      b = register_module("b", torch::nn::Linear(4, 4));
+      c = register_module("c", torch::nn::Linear(4, 2));
+    }
+  } net;
+  optim::DALS dals(net);
+  const auto& o = static_cast<const optim::DALSOptions&>(dals.param_groups()[0].options());
+  EXPECT_EQ(o.depth_ratio(), (std::vector<double>{0.0, 0.0, 0.5, 0.5, 1.0, 1.0}));
+}
+
+// ---- DepthScaledSGD: the closed forms -------------------------------------------------------------------------
+TEST(DepthScaledSGD, ClosedForms) {
+  namespace theory = torch_layerlr::theory;
+  // eq. 13: chain S = mu_xx L r^(2-2/L); at L = 1 it is mu_xx, at L = 2 mu_xx 2 r.
+  EXPECT_DOUBLE_EQ(theory::sharpness(1, 0.5, 3.0, "chain"), 0.5);
+  EXPECT_DOUBLE_EQ(theory::sharpness(2, 0.5, 3.0, "chain"), 0.5 * 2 * 6.0);
+  // eq. 27: res1 S = mu_xx r^(2-2/L); eq. 33: res2 S = 4 mu_xx r^(2-2/L) (r^(1/L) - 1), at L = 2 with r = 4.
+  EXPECT_DOUBLE_EQ(theory::sharpness(2, 0.5, 2.0, "res1"), 0.5 * 4.0);
+  EXPECT_DOUBLE_EQ(theory::sharpness(2, 1.0, 4.0, "res2"), 4.0 * 4.0 * 1.0);
+  EXPECT_DOUBLE_EQ(theory::max_stable_lr(2, 1.0, 4.0, 2.0, "res2"), 1.0 / 32.0);
+
+  Params p = make_params(torch::kFloat32);
+  optim::DepthScaledSGD sgd(p, optim::DepthScaledSGDOptions(0.5, 3.0).tau(2.0));
+  EXPECT_EQ(*sgd.depth_scaling().depth(), 4);  // one layer per parameter tensor
+  EXPECT_DOUBLE_EQ(sgd.scaled_lr(), 1.0 / (2.0 * 0.5 * 4 * std::pow(6.0, 1.5)));
+  EXPECT_DOUBLE_EQ(sgd.param_groups()[0].options().get_lr(), sgd.scaled_lr());
+  optim::DepthScaledSGD measured(p, optim::DepthScaledSGDOptions(std::nullopt, std::nullopt).sharpness(8.0));
+  EXPECT_DOUBLE_EQ(measured.scaled_lr(), 1.0 / 8.0);
+}
+
+}  // namespace
