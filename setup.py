@@ -44,7 +44,7 @@ cxx_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
 SANITIZE = os.environ.get("LAYERLR_SANITIZE", "0") == "1"
 sanitize_flags = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 if SANITIZE:
-    cxx_flags = ["-O1", "-g"] + sanitize_flags
+    cxx_flags = ["-O3", "-g"] + sanitize_flags  # the release optimizations: the same floating-point code
 # NOTE: at::parallel_for is a header template around `#pragma omp parallel`: without -fopenmp it runs on one
 # thread. The extension then shares libtorch's libgomp (same soname, already loaded by `import torch`).
 cxx_flags += ["-Wno-unknown-pragmas", "-fopenmp"] + isa_flags

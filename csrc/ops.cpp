@@ -79,6 +79,14 @@ void dals_phase_cpu(const at::Tensor& detector, const at::Tensor& filter_coef, c
   cpu::dals_phase(detector, filter_coef, loss_cpu, tau1, tau2, phase_alpha, phase_gate);
 }
 
+// Sparse tensors reach these entries only to be refused by the checks, which name the argument.
+void refuse_sparse(const StepArgs&) { TORCH_CHECK(false, "fused_step_: sparse tensors are not supported"); }
+
+at::Tensor tensor_norms_sparse(at::TensorList tensors) {
+  check_tensor_norms_args(tensors);
+  TORCH_CHECK(false, "tensor_norms: sparse tensors are not supported");
+}
+
 }  // namespace
 }  // namespace layerlr
 
@@ -107,11 +115,21 @@ TORCH_LIBRARY(layerlr, m) {
 }
 
 TORCH_LIBRARY_IMPL(layerlr, CompositeExplicitAutograd, m) {
-  m.impl("fused_step_check", &layerlr::fused_step_<nullptr>);
+  m.impl("fused_step_check", &layerlr::fused_step_<layerlr::no_backend, false>);
 }
 
 TORCH_LIBRARY_IMPL(layerlr, CPU, m) {
   m.impl("fused_step_", &layerlr::fused_step_<layerlr::cpu::fused_step>);
   m.impl("tensor_norms", &layerlr::tensor_norms_cpu);
   m.impl("dals_phase_", &layerlr::dals_phase_cpu);
+}
+
+TORCH_LIBRARY_IMPL(layerlr, SparseCPU, m) {
+  m.impl("fused_step_", &layerlr::fused_step_<layerlr::refuse_sparse>);
+  m.impl("tensor_norms", &layerlr::tensor_norms_sparse);
+}
+
+TORCH_LIBRARY_IMPL(layerlr, SparseCUDA, m) {
+  m.impl("fused_step_", &layerlr::fused_step_<layerlr::refuse_sparse>);
+  m.impl("tensor_norms", &layerlr::tensor_norms_sparse);
 }

@@ -33,9 +33,9 @@ StepArgs make_step_args(at::TensorList params, at::TensorList grads, at::TensorL
 void bump_versions(const StepArgs& a);
 
 // One entry point per backend with the op's full signature: m.impl("fused_step_", &fused_step_<backend>).
-// With Backend = nullptr it only checks (the fused_step_check op: an optimizer with several calls per step
-// checks all of them before it runs any, so a step is atomic).
-template <void (*Backend)(const StepArgs&)>
+// With kRun = false it only checks (the fused_step_check op: an optimizer with several calls per step checks all
+// of them before it runs any, so a step is atomic).
+template <void (*Backend)(const StepArgs&), bool kRun = true>
 void fused_step_(at::TensorList params, at::TensorList grads, at::TensorList filters, at::TensorList exp_avgs,
                  at::TensorList exp_avg_sqs, at::TensorList steps, const at::Tensor& lr, const at::Tensor& lr_mult,
                  const at::Tensor& weight_decay, const at::Tensor& blend, const at::Tensor& trust_mask,
@@ -50,11 +50,14 @@ void fused_step_(at::TensorList params, at::TensorList grads, at::TensorList fil
                                        filter_lambda, momentum, dampening, nesterov, beta1, beta2, eps,
                                        bias_correction, trust_coefficient, trust_eps, ratio_min, ratio_max,
                                        norm_max, maximize, grad_scale, found_inf, trust_ratios);
-  if constexpr (Backend != nullptr) {
+  if constexpr (kRun) {
     Backend(args);
     bump_versions(args);
   }
 }
+
+// The backend of fused_step_check: nothing to run.
+inline void no_backend(const StepArgs&) {}
 
 // tensor_norms: one float dtype (float32, float64, bfloat16 or float16), strided tensors.
 void check_tensor_norms_args(at::TensorList tensors);

@@ -145,12 +145,12 @@ class FusedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._run_calls(self._prepare_step())
+        self._run_calls(*self._prepare_step())
         return loss
 
     # ---- the step: prepare (plan, check, commit new state), then run ----------------------------------------
-    def _prepare_step(self) -> list["_Call"]:
-        """Every engine call of this step, checked, with any new state committed (NOTE: [atomic steps])."""
+    def _prepare_step(self) -> tuple[list["_Plan"], list["_Call"]]:
+        """Every group's plan and every engine call of this step, checked (NOTE: [atomic steps])."""
         plans = [self._plan(i, group) for i, group in enumerate(self.param_groups)]
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
@@ -159,17 +159,24 @@ class FusedOptimizer(Optimizer):
         if len(calls) > 1:
             for call in calls:
                 call.check()
-        for group_index, plan in enumerate(plans):
-            plan.commit(self.state)
-            self._plans[group_index] = plan
-        return calls
+        return plans, calls
 
-    def _run_calls(self, calls: list["_Call"]) -> None:
+    def _run_calls(self, plans: list["_Plan"], calls: list["_Call"]) -> None:
+        """Runs the calls; new state joins ``opt.state`` once the engine has taken the step (a refused first call
+        leaves no trace)."""
         self._trust_ratios = {}
-        for call in calls:
-            call.run()
-            if call.trust_ratios is not None:
-                self._trust_ratios[len(self._trust_ratios)] = (call.params, call.trust_ratios)
+        ran = False
+        try:
+            for call in calls:
+                call.run()
+                ran = True
+                if call.trust_ratios is not None:
+                    self._trust_ratios[len(self._trust_ratios)] = (call.params, call.trust_ratios)
+        finally:
+            if ran:
+                for group_index, plan in enumerate(plans):
+                    plan.commit(self.state)
+                    self._plans[group_index] = plan
 
     def _call(self, group: dict[str, Any], recipe: Recipe, bucket: "_Bucket", grad_scale: Optional[Tensor],
               found_inf: Optional[Tensor]) -> "_Call":
@@ -297,7 +304,7 @@ class FusedOptimizer(Optimizer):
 
         inputs = dict(lr_mult=per_tensor(lr_mult), weight_decay=per_tensor(wd), blend=per_tensor(blend),
                       trust_mask=per_tensor(trust))
-        return _Bucket(params, states, steps, inputs, device, entries, ("step",) + recipe.state_names)
+        return _Bucket(params, states, steps, inputs, device, entries)
 
 
 @dataclasses.dataclass
@@ -323,7 +330,6 @@ class _Bucket:
     inputs: dict[str, Tensor]  # lr_mult, weight_decay, blend, trust_mask
     device: torch.device
     entries: list[_StateEntry]
-    names: tuple[str, ...]     # the state keys the call uses: "step" and the recipe's buffers
 
 
 @dataclasses.dataclass
@@ -338,12 +344,12 @@ class _Plan:
         if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
             return False
         for bucket in self.buckets:
-            for entry in bucket.entries:
+            for k, entry in enumerate(bucket.entries):
                 current = state.get(entry.param)
-                if current is None or current is not entry.state:
+                if current is None or current is not entry.state or current.get("step") is not bucket.steps[k]:
                     return False
-                for name in bucket.names:
-                    if current.get(name) is not entry.value(name):
+                for name, tensors in bucket.states.items():
+                    if current.get(name) is not tensors[k]:
                         return False
         return True
 

@@ -243,7 +243,7 @@ class DALS(FusedOptimizer):
         if loss is not None:
             loss = self._check_loss(loss)
         self._resolve_depths()
-        calls = self._prepare_step()  # every group and call checked (NOTE: [atomic steps] in _base.py)
+        plans, calls = self._prepare_step()  # every group and call checked (NOTE: [atomic steps] in _base.py)
         # Only now does global state move; the lr of each call is the group's times the schedule's factor.
         saved = {k: v.clone() if isinstance(v, Tensor) else v for k, v in self._global.items()}
         try:
@@ -254,7 +254,7 @@ class DALS(FusedOptimizer):
                 call.kwargs["lr"] = call.kwargs["lr"] * scale
                 if call.kwargs["filter_coef"] is not None:
                     call.kwargs["filter_coef"] = to_device(self._global["filter_coef"], call.params[0].device)
-            self._run_calls(calls)
+            self._run_calls(plans, calls)
         except BaseException:
             self._global = saved
             raise
