@@ -173,9 +173,7 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
 }  // namespace
 
 void fused_step(const StepArgs& a) {
-  if (a.found_inf && read_scalar(*a.found_inf) != 0.0) return;  // GradScaler: skip, state untouched
   const int64_t n = static_cast<int64_t>(a.params.size());
-  if (n == 0) return;
   // The step counts set the bias corrections and the first-step branches: a negative or non-finite count
   // (a crafted checkpoint) is refused before anything is written.
   for (int64_t t = 0; t < n; ++t) {
@@ -183,6 +181,9 @@ void fused_step(const StepArgs& a) {
     TORCH_CHECK_VALUE(std::isfinite(step) && step >= 0.0, "steps[", t, "] is ", step,
                       ": a step count must be finite and >= 0");
   }
+
+  if (a.found_inf && read_scalar(*a.found_inf) != 0.0) return;  // GradScaler: skip, state untouched
+  if (n == 0) return;
 
   DenseViews dense(a);
   const std::vector<at::Tensor>& views = dense.views;

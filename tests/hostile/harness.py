@@ -28,7 +28,7 @@ def bits(t: torch.Tensor) -> Optional[torch.Tensor]:
     """A copy of t's values that compares NaN to NaN (its bytes), or None for a tensor without data."""
     if t.is_meta or t.layout != torch.strided:
         return None
-    c = t.detach().clone().contiguous().reshape(-1)
+    c = t.detach().reshape(-1).clone(memory_format=torch.contiguous_format)
     return c.view(torch.uint8) if c.numel() and c.dtype != torch.bool else c
 
 
