@@ -6,7 +6,8 @@
 // As ATen's _fused_adamw_: mutated lists are annotated Tensor(a!)[], mutated tensors are never returned,
 // hyperparameters are keyword arguments, lr is a Tensor (so a CUDA graph or a compiled step need no
 // recapture when a scheduler changes it), grad_scale/found_inf are GradScaler's. The per-tensor numbers
-// (lr_mult, weight_decay, blend, trust) are 1-D tensors indexed by the tensor's position in the list.
+// (lr_mult, weight_decay, blend, trust) are 1-D tensors indexed by the tensor's position in the list; lr is one
+// element, or such a 1-D tensor when one call runs tensors of several param groups.
 // grads are mutable: see NOTE: [adam direction in the grad buffer] in recipe.h.
 #include <torch/library.h>
 

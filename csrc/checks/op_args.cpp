@@ -125,7 +125,12 @@ void check_step_args(const StepArgs& a) {
     TORCH_CHECK_VALUE(s.device() == device || (s.is_cpu() && !device.is_meta()), step, " is on ", s.device(),
                       " but params[", i, "] is on ", device);
   }
-  check_scalar(a.lr, "lr", device);
+  // lr: one value for the call, or one per tensor (the groups of one recipe batched into one call).
+  if (a.lr.dim() == 1 && a.lr.numel() != 1) {
+    check_per_tensor(a.lr, "lr", n, device);
+  } else {
+    check_scalar(a.lr, "lr", device);
+  }
   check_per_tensor(a.lr_mult, "lr_mult", n, device);
   check_per_tensor(a.weight_decay, "weight_decay", n, device);
   check_per_tensor(a.blend, "blend", n, device);

@@ -112,7 +112,7 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
   const int64_t n = static_cast<int64_t>(a.params.size());
 
   // Host side of the step: per-tensor numbers in double (NOTE in coef.h).
-  const double lr = read_scalar(a.lr);
+  const bool lr_per_tensor = a.lr.numel() != 1;  // else one lr for the call (0-d or [1])
   const double scale = a.grad_scale ? read_scalar(*a.grad_scale) : 1.0;
   const bool filter = r.filter != Filter::kNone;  // filter_coef is read only by a recipe with a filter
   const double alpha = filter ? read_scalar(*a.filter_coef, 0) : 0.0;
@@ -124,7 +124,7 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
   int64_t total = 0;
   for (int64_t t = 0; t < n; ++t) {
     TensorInputs& in = inputs[t];
-    in.lr = lr * read_scalar(a.lr_mult, t);
+    in.lr = read_scalar(a.lr, lr_per_tensor ? t : 0) * read_scalar(a.lr_mult, t);
     in.weight_decay = read_scalar(a.weight_decay, t);
     in.blend = read_scalar(a.blend, t);
     in.trust = read_scalar(a.trust, t) != 0.0;

@@ -58,7 +58,7 @@ __global__ void __launch_bounds__(kGroupSize)
   if (j >= group.count || skipped(in.found_inf)) return;
   const int64_t t = group.first + j;
   TensorInputs x;
-  x.lr = in.lr[0] * in.lr_mult[t];
+  x.lr = in.lr[t] * in.lr_mult[t];  // a one-element lr has stride 0 (vector_stride): every t reads it
   x.weight_decay = in.weight_decay[t];
   x.blend = in.blend[t];
   x.trust = in.trust[t] != 0.0;

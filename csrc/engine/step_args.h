@@ -12,7 +12,7 @@ namespace layerlr {
 
 struct StepArgs {
   at::TensorList params, grads, filters, exp_avgs, exp_avg_sqs, steps;
-  at::Tensor lr;                                   // 0-d or 1-element: the group's learning rate
+  at::Tensor lr;                                   // one element, or 1-D with one entry per tensor
   at::Tensor lr_mult, weight_decay, blend, trust;  // 1-D, one entry per tensor
   std::optional<at::Tensor> filter_coef;           // [alpha, gate] of the filter EMA
   std::optional<at::Tensor> grad_scale, found_inf; // GradScaler
