@@ -184,18 +184,18 @@ torch::Tensor DALS::step(LossClosure closure) {
     at::AutoGradMode enable_grad(true);
     loss = closure();
   }
-  std::vector<Bucket> buckets = prepare_step();  // every group and call checked (NOTE: [atomic steps])
+  PreparedStep prepared = prepare_step();  // every group and call checked (NOTE: [atomic steps])
   // Only now does global state move; the lr of each call is the group's times the schedule's factor.
   const Global saved{global_.step, global_.cycle, global_.cycle_len, global_.detector.clone(),
                      global_.filter_coef.clone()};
   try {
     if (loss.defined()) update_phase(loss);
     const double scale = schedule_factor();
-    for (Bucket& b : buckets) {
+    for (Bucket& b : prepared.buckets) {
       b.inputs.lr = b.inputs.lr * scale;
       if (b.inputs.filter_coef) b.inputs.filter_coef = filter_coef(param_groups_[b.group].options(), b.device);
     }
-    run(buckets);
+    run(prepared);
   } catch (...) {
     global_ = saved;
     throw;

@@ -110,10 +110,10 @@ void FusedOptimizer::check_all_groups() const {
   for (const auto& group : param_groups_) check_options(group.options(), group.params().size());
 }
 
-std::vector<FusedOptimizer::Bucket> FusedOptimizer::prepare_step() {
-  // NOTE: [atomic steps] (as the Python base): plan every group with new state made on the side, check every
-  // engine call when there are several (one call is checked by the op itself before it touches memory), and
-  // only then commit the new state.
+FusedOptimizer::PreparedStep FusedOptimizer::prepare_step() {
+  // NOTE: [atomic steps] (as the Python base): plan every group with new state made on the side and check every
+  // engine call when there are several (one call is checked by the op itself before it touches memory). The new
+  // state is committed by run(), once the engine has taken the step.
   for (size_t g = 0; g < param_groups_.size(); ++g) {
     const auto& group = param_groups_[g];
     check_options(group.options(), group.params().size());
@@ -143,8 +143,7 @@ std::vector<FusedOptimizer::Bucket> FusedOptimizer::prepare_step() {
   if (buckets.size() > 1) {
     for (const Bucket& b : buckets) fused_step_check(b.tensors, b.recipe, b.inputs);
   }
-  for (auto& [key, state] : new_state) state_[key] = std::move(state);
-  return buckets;
+  return {std::move(buckets), std::move(new_state)};
 }
 
 std::vector<FusedOptimizer::Bucket> FusedOptimizer::plan_group(
@@ -220,12 +219,25 @@ std::vector<FusedOptimizer::Bucket> FusedOptimizer::plan_group(
   return buckets;
 }
 
-void FusedOptimizer::run(std::vector<Bucket>& buckets) {
+void FusedOptimizer::run(PreparedStep& step) {
   trust_ratios_.clear();
-  for (Bucket& b : buckets) {
-    fused_step_(b.tensors, b.recipe, b.inputs);
-    if (b.inputs.trust_ratios) trust_ratios_.emplace_back(b.tensors.params, *b.inputs.trust_ratios);
+  bool ran = false;
+  auto commit = [&] {
+    if (!ran) return;
+    for (auto& [key, state] : step.new_state) state_[key] = std::move(state);
+    step.new_state.clear();
+  };
+  try {
+    for (Bucket& b : step.buckets) {
+      fused_step_(b.tensors, b.recipe, b.inputs);
+      ran = true;
+      if (b.inputs.trust_ratios) trust_ratios_.emplace_back(b.tensors.params, *b.inputs.trust_ratios);
+    }
+  } catch (...) {
+    commit();
+    throw;
   }
+  commit();
 }
 
 torch::Tensor FusedOptimizer::step(LossClosure closure) {
@@ -235,8 +247,8 @@ torch::Tensor FusedOptimizer::step(LossClosure closure) {
     at::AutoGradMode enable_grad(true);
     loss = closure();
   }
-  std::vector<Bucket> buckets = prepare_step();
-  run(buckets);
+  PreparedStep prepared = prepare_step();
+  run(prepared);
   return loss;
 }
 

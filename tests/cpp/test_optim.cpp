@@ -191,6 +191,32 @@ TEST(Options, GroupOptionsAreCheckedAtConstructionAndStep) {
   expect_equal(p, before);  // a rejected step moves nothing
 }
 
+// ---- atomic steps: a refused step changes nothing, state included ------------------------------------------
+TEST(AtomicStep, RefusedStepLeavesParamsAndStateUntouched) {
+  // Two engine calls (float32 and float64 tensors); the second call's grad has the wrong shape, so the checks of
+  // every call before the first runs refuse the step: nothing moves and no state appears.
+  Params p = make_params(torch::kFloat32);
+  p[2] = p[2].detach().to(torch::kFloat64).set_requires_grad(true);
+  optim::LAMB lamb(p, optim::LAMBOptions(0.01));
+  set_grads(p, 0);
+  p[2].mutable_grad() = torch::zeros({7}, torch::kFloat64);
+  const Params before = clone_params(p);
+  expect_error_naming([&] { lamb.step(); }, "grads[0]");
+  expect_equal(p, before);
+  EXPECT_TRUE(lamb.state().empty());
+  // One engine call refused by the op itself: no state either.
+  Params q = make_params(torch::kFloat32);
+  optim::LayerwiseAdamW adamw(q, optim::LayerwiseAdamWOptions(0.01));
+  set_grads(q, 0);
+  q[1].mutable_grad() = torch::zeros({2}, torch::kFloat32);
+  expect_error_naming([&] { adamw.step(); }, "grads[1]");
+  EXPECT_TRUE(adamw.state().empty());
+  // Fixed, the step runs and creates the state.
+  set_grads(q, 0);
+  adamw.step();
+  EXPECT_EQ(adamw.state().size(), 4u);
+}
+
 // ---- param groups with different options ---------------------------------------------------------------------
 TEST(ParamGroups, EachGroupStepsWithItsOwnOptions) {
   // One optimizer with two groups equals two optimizers, one per group, bit for bit.

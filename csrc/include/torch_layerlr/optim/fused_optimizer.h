@@ -112,12 +112,14 @@ class FusedOptimizer : public torch::optim::Optimizer {
 
   /// Check the defaults and every group (subclass constructors call it: virtual calls need a built object).
   void check_all_groups() const;
-  /// Check every group and engine call, commit any new state and return the step's engine calls (one per
-  /// group, device and dtype) with all their inputs. Nothing changes unless every check passed.
+  /// Check every group and engine call and return the step's engine calls (one per group, device and dtype) with
+  /// all their inputs, and the state they create (kept aside until the engine took the step). Changes nothing.
   struct Bucket;
-  std::vector<Bucket> prepare_step();
-  /// Run the prepared engine calls.
-  void run(std::vector<Bucket>& buckets);
+  struct PreparedStep;
+  PreparedStep prepare_step();
+  /// Run the prepared engine calls; their new state joins state() once the engine has taken the step (a refused
+  /// first call leaves no trace), as the Python base's _run_calls.
+  void run(PreparedStep& step);
 
  private:
   void add_group_unchecked(const torch::optim::OptimizerParamGroup& param_group);
@@ -132,6 +134,11 @@ struct FusedOptimizer::Bucket {
   torch::Device device;
   StepTensors tensors;
   StepInputs inputs;
+};
+
+struct FusedOptimizer::PreparedStep {
+  std::vector<Bucket> buckets;
+  std::vector<std::pair<void*, std::unique_ptr<FusedParamState>>> new_state;
 };
 
 }  // namespace torch_layerlr::optim
