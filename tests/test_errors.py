@@ -197,20 +197,6 @@ def test_sparse_grad(cls):
     _assert_unchanged(opt, before)
 
 
-@pytest.mark.parametrize("cls", ALL, ids=_names)
-def test_complex_param(cls):
-    z = torch.nn.Parameter(torch.randn(4, dtype=torch.complex64))
-    dense = _param(3)
-    opt = cls([dense, z], **BASE.get(cls, {}))
-    dense.grad = torch.ones_like(dense)
-    opt.step()
-    z.grad = torch.randn_like(z)
-    before = _snapshot(opt)
-    with pytest.raises(RuntimeError, match="complex"):
-        opt.step()
-    _assert_unchanged(opt, before)
-
-
 def test_dals_loss_must_be_scalar():
     opt = DALS([_param(3)])
     with pytest.raises(ValueError, match="loss"):

@@ -2,28 +2,33 @@
 
 A subclass says which recipe a group runs (:meth:`FusedOptimizer._recipe`) and, per tensor, its weight
 decay, depth blend and trust-ratio switch (:meth:`FusedOptimizer._tensor_settings`). The base builds the
-engine's 1-D per-tensor inputs and calls it once per (device, dtype) bucket of each group: never once per
-tensor, and never one param group per layer.
+engine's 1-D per-tensor inputs and calls it once per (recipe, device, dtype) across all param groups: never
+once per tensor, and never once per group (models fine-tuned with layer-wise LR decay come with one group per
+layer). Each group's ``lr`` reaches the engine as a per-tensor value when the groups of a call differ in it.
 
 NOTE: [state is the truth]
-The per-group *plan* (buckets, state lists, per-tensor inputs) is a cache. Before each step it is checked
-against what ``param_groups`` and ``opt.state`` hold now, by identity of every param and state tensor (O(number
-of tensors), no tensor data read): a user or a library that replaces, deletes or clears state, or swaps a
-param, gets a step on exactly the tensors ``state_dict()`` shows.
+The *plan* (calls, state lists, per-tensor inputs) is a cache. Before each step it is checked against what
+``param_groups`` and ``opt.state`` hold now, by identity of every param and state tensor (O(number of tensors),
+no tensor data read): a user or a library that replaces, deletes or clears state, or swaps a param, gets a step
+on exactly the tensors ``state_dict()`` shows.
 
 NOTE: [atomic steps]
-A step first builds and checks every group's plan (new state is made on the side), then checks every engine
-call it will make, and only then commits new state and runs the kernels. A step with one engine call is
-checked by the op itself before it touches memory; with several, each call is checked first by
-``layerlr::fused_step_check``. So an error leaves params, state and step counters exactly as they were.
+A step first builds and checks the plan (new state is made on the side), then checks every engine call it will
+make, and only then runs the kernels; new state joins ``opt.state`` once the engine has taken the step. A step
+with one engine call is checked by the op itself before it touches memory; with several, each call is checked
+first by ``layerlr::fused_step_check``. So an error leaves params, state and step counters exactly as they were.
+
+NOTE: [complex params]
+A complex parameter is stepped as its real view (``torch.view_as_real``), as ``torch.optim`` does: its state is
+kept complex in ``opt.state`` and handed to the engine as real views, and the norms of a trust ratio are those
+of the real view (equal to the complex tensor's norm).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections import defaultdict
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Hashable, Iterable, Optional
 
 import torch
 from torch import Tensor
@@ -70,13 +75,16 @@ class FusedOptimizer(Optimizer):
     per_param_keys: dict[str, tuple[float, float]] = {"lr_mult": (0.0, math.inf)}
 
     def __init__(self, params: Iterable, defaults: dict[str, Any]) -> None:
+        if isinstance(params, Tensor):  # torch.optim's error, before anything iterates the tensor's rows
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            f"but got {torch.typename(params)}")
         defaults.setdefault("lr_mult", 1.0)
         defaults.setdefault("maximize", False)
         super().__init__(params, defaults)
         # GradScaler hands us grad_scale/found_inf instead of unscaling and checking on the host.
         self._step_supports_amp_scaling = True
-        self._trust_ratios: dict[int, tuple[list[Tensor], Tensor]] = {}
-        self._plans: dict[int, _Plan] = {}
+        self._trust_ratios: list[tuple[list[Tensor], Tensor]] = []
+        self._cached_plan: Optional[_Plan] = None
 
     # ---- what subclasses provide -------------------------------------------------------------------------
     def _recipe(self, group: dict[str, Any]) -> Recipe:
@@ -91,6 +99,10 @@ class FusedOptimizer(Optimizer):
 
     def _filter_coef(self, group: dict[str, Any], device: torch.device) -> Optional[Tensor]:
         return None
+
+    def _filter_key(self, group: dict[str, Any]) -> Hashable:
+        """Groups with equal keys share :meth:`_filter_coef` and so may share an engine call."""
+        return group.get("grokfast_alpha")
 
     # ---- torch.optim plumbing ----------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -134,7 +146,7 @@ class FusedOptimizer(Optimizer):
     def trust_ratios(self) -> dict[Tensor, float]:
         """The per-tensor trust ratios of the last step (recipes with a trust ratio), keyed by parameter."""
         out: dict[Tensor, float] = {}
-        for params, ratios in self._trust_ratios.values():
+        for params, ratios in self._trust_ratios:
             out.update(zip(params, ratios.tolist()))
         return out
 
@@ -148,44 +160,45 @@ class FusedOptimizer(Optimizer):
         self._run_calls(*self._prepare_step())
         return loss
 
-    # ---- the step: prepare (plan, check, commit new state), then run ----------------------------------------
-    def _prepare_step(self) -> tuple[list["_Plan"], list["_Call"]]:
-        """Every group's plan and every engine call of this step, checked (NOTE: [atomic steps])."""
-        plans = [self._plan(i, group) for i, group in enumerate(self.param_groups)]
+    # ---- the step: prepare (plan, check), then run and commit new state ------------------------------------
+    def _prepare_step(self) -> tuple["_Plan", list["_Call"]]:
+        """The plan and every engine call of this step, checked (NOTE: [atomic steps])."""
+        plan = self._plan()
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
-        calls = [self._call(group, plan.recipe, bucket, grad_scale, found_inf)
-                 for group, plan in zip(self.param_groups, plans) for bucket in plan.buckets]
+        calls = [self._call(bucket, grad_scale, found_inf) for bucket in plan.buckets]
         if len(calls) > 1:
             for call in calls:
                 call.check()
-        return plans, calls
+        return plan, calls
 
-    def _run_calls(self, plans: list["_Plan"], calls: list["_Call"]) -> None:
+    def _run_calls(self, plan: "_Plan", calls: list["_Call"]) -> None:
         """Runs the calls; new state joins ``opt.state`` once the engine has taken the step (a refused first call
         leaves no trace)."""
-        self._trust_ratios = {}
+        self._trust_ratios = []
         ran = False
         try:
             for call in calls:
                 call.run()
                 ran = True
                 if call.trust_ratios is not None:
-                    self._trust_ratios[len(self._trust_ratios)] = (call.params, call.trust_ratios)
+                    self._trust_ratios.append((call.owners, call.trust_ratios))
         finally:
             if ran:
-                for group_index, plan in enumerate(plans):
-                    plan.commit(self.state)
-                    self._plans[group_index] = plan
+                plan.commit(self.state)
+                self._cached_plan = plan
 
-    def _call(self, group: dict[str, Any], recipe: Recipe, bucket: "_Bucket", grad_scale: Optional[Tensor],
-              found_inf: Optional[Tensor]) -> "_Call":
+    def _call(self, bucket: "_Bucket", grad_scale: Optional[Tensor], found_inf: Optional[Tensor]) -> "_Call":
         device = bucket.device
-        grads = [p.grad for p in bucket.params]
-        ratios = torch.ones(len(bucket.params), dtype=torch.float64, device=device) if recipe.trust != "none" else None
-        return _Call(bucket.params, grads, bucket.states, bucket.steps, recipe, dict(
-            lr=_lr_tensor(self._group_lr(group), device),
-            filter_coef=self._filter_coef(group, device),
+        groups = self.param_groups
+        grads = [p.grad for p in bucket.owners]
+        if bucket.complex:
+            grads = [torch.view_as_real(g) for g in grads]
+        ratios = torch.ones(len(bucket.params), dtype=torch.float64, device=device) \
+            if bucket.recipe.trust != "none" else None
+        return _Call(bucket.owners, bucket.params, grads, bucket.states, bucket.steps, bucket.recipe, dict(
+            lr=bucket.lr(groups, self._group_lr),
+            filter_coef=self._filter_coef(groups[bucket.group_ids[0]], device),
             grad_scale=None if grad_scale is None else grad_scale.to(device, non_blocking=True),
             found_inf=None if found_inf is None else found_inf.to(device, non_blocking=True),
             trust_ratios=ratios,
@@ -199,7 +212,7 @@ class FusedOptimizer(Optimizer):
         raises ``ValueError`` naming its key and leaves the optimizer as it was."""
         self._check_state_dict(state_dict)
         super().load_state_dict(state_dict)
-        self._plans.clear()
+        self._cached_plan = None
 
     def _check_state_dict(self, state_dict: Any) -> None:
         id_map = check_state_dict_layout(state_dict, self.param_groups)
@@ -232,124 +245,175 @@ class FusedOptimizer(Optimizer):
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{where}: {exc}") from exc
 
+    # ---- copies: deepcopy and pickle keep every setting (torch.optim's own keep only defaults/state/groups) ---
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        for key, value in self.__dict__.items():
+            if key not in _TORCH_ATTRS and key not in self._transient_attrs:
+                state[key] = value
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._plans = {}
-        self._trust_ratios = {}
+        self._cached_plan = None
+        self._trust_ratios = []
 
-    # ---- the plan: everything about a group's step that does not change from step to step ----------------
-    def _plan(self, group_index: int, group: dict[str, Any]) -> "_Plan":
-        """The group's cached plan if it still describes the group and its state, else a new one (uncommitted)."""
-        params = group["params"]
-        has_grad = tuple(p.grad is not None for p in params)
-        settings = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in group.items()
-                         if k not in ("params", "lr", "initial_lr"))
-        key = (has_grad, settings)
-        plan = self._plans.get(group_index)
-        if plan is not None and plan.key == key and plan.matches(params, self.state):
+    #: attributes that are caches or belong to one step (GradScaler's), never copied
+    _transient_attrs = frozenset({"_cached_plan", "_trust_ratios", "grad_scale", "found_inf"})
+
+    # ---- the plan: everything about a step that does not change from step to step -------------------------
+    def _plan(self) -> "_Plan":
+        """The cached plan if it still describes the groups and their state, else a new one (uncommitted)."""
+        key = tuple((tuple(p.grad is not None for p in group["params"]),
+                     tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in group.items()
+                           if k not in ("params", "lr", "initial_lr")))
+                    for group in self.param_groups)
+        plan = self._cached_plan
+        if plan is not None and plan.key == key and plan.matches(self.param_groups, self.state):
             return plan
-        return self._make_plan(group_index, group, key)
+        return self._make_plan(key)
 
-    def _make_plan(self, group_index: int, group: dict[str, Any], key: tuple) -> "_Plan":
-        recipe = self._recipe(group)
-        by_device: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
-        for i, p in enumerate(group["params"]):
-            g = p.grad
-            if g is None:
-                continue
-            where = f"param {i} of group {group_index}"
-            if g.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients ({where})")
-            if p.is_complex() or g.is_complex():
-                raise RuntimeError(f"{type(self).__name__} does not support complex parameters or gradients "
-                                   f"({where})")
-            by_device[(p.device, p.dtype)].append(i)
-        buckets = [self._make_bucket(group_index, group, recipe, indices, device)
-                   for (device, _), indices in by_device.items()]
-        return _Plan(key, recipe, buckets, list(group["params"]))
+    def _make_plan(self, key: tuple) -> "_Plan":
+        builders: dict[tuple, _BucketBuilder] = {}
+        for group_index, group in enumerate(self.param_groups):
+            recipe = self._recipe(group)
+            filter_key = self._filter_key(group)
+            for i, p in enumerate(group["params"]):
+                g = p.grad
+                if g is None:
+                    continue
+                if g.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients "
+                                       f"(param {i} of group {group_index})")
+                if g.is_complex() != p.is_complex():
+                    raise RuntimeError(f"param {i} of group {group_index} has dtype {p.dtype} but its grad has "
+                                       f"{g.dtype}")
+                bucket_key = (recipe, p.device, p.dtype, filter_key)
+                builder = builders.get(bucket_key)
+                if builder is None:
+                    builder = builders[bucket_key] = _BucketBuilder(recipe, p.device, p.is_complex())
+                self._add_to_bucket(builder, group_index, group, i, p)
+        return _Plan(key, [b.build() for b in builders.values()],
+                     [list(group["params"]) for group in self.param_groups])
 
-    def _make_bucket(self, group_index: int, group: dict[str, Any], recipe: Recipe, indices: list[int],
-                     device: torch.device) -> "_Bucket":
-        params = [group["params"][i] for i in indices]
-        states: dict[str, list[Tensor]] = {name: [] for name in recipe.state_names}
-        steps, lr_mult, wd, blend, trust, entries = [], [], [], [], [], []
-        for i, p in zip(indices, params):
-            where = f"state of param {i} of group {group_index}"
-            current = self.state.get(p, {})
-            entry = _StateEntry(p, current if p in self.state else None, {})
-            step = current.get("step", 0.0)
-            # A step on a device is checked for shape and dtype by the engine; reading its value here would
-            # wait for the device (checkpoints are checked on load, where the value is read once).
-            value = 0.0 if isinstance(step, Tensor) and step.device.type != "cpu" else \
-                check_step_value(f"{where}: 'step'", step)
-            if not (isinstance(step, Tensor) and step.is_floating_point() and step.device == p.device):
-                entry.new["step"] = _new_step(value, p.device)  # e.g. a step loaded as an int, or elsewhere
-            for name in recipe.state_names:
-                if name in current:
-                    check_state_tensor(f"{where}: {name!r}", current[name], p)
-                else:
-                    entry.new[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            for name in recipe.state_names:
-                states[name].append(entry.value(name))
-            steps.append(entry.value("step"))
-            entries.append(entry)
-            lr_mult.append(self._per_param(group, "lr_mult", i))
-            w, b, t = self._tensor_settings(group, i, p)
-            wd.append(w)
-            blend.append(b)
-            trust.append(1.0 if t else 0.0)
+    def _add_to_bucket(self, builder: "_BucketBuilder", group_index: int, group: dict[str, Any], i: int,
+                       p: Tensor) -> None:
+        where = f"state of param {i} of group {group_index}"
+        current = self.state.get(p, {})
+        entry = _StateEntry(p, current if p in self.state else None, {}, {})
+        step = current.get("step", 0.0)
+        # A step on a device is checked for shape and dtype by the engine; reading its value here would wait
+        # for the device (checkpoints are checked on load, where the value is read once).
+        value = 0.0 if isinstance(step, Tensor) and step.device.type != "cpu" else \
+            check_step_value(f"{where}: 'step'", step)
+        if isinstance(step, Tensor) and step.is_floating_point() and step.device == p.device:
+            entry.used["step"] = step
+        else:  # e.g. a step loaded as an int, or on another device
+            entry.used["step"] = entry.new["step"] = _new_step(value, p.device)
+        for name in builder.recipe.state_names:
+            if name in current:
+                check_state_tensor(f"{where}: {name!r}", current[name], p)
+                entry.used[name] = current[name]
+            else:
+                entry.used[name] = entry.new[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        w, b, t = self._tensor_settings(group, i, p)
+        builder.add(group_index, entry, self._per_param(group, "lr_mult", i), w, b, 1.0 if t else 0.0)
 
-        def per_tensor(values: list[float]) -> Tensor:
-            return to_device(torch.tensor(values, dtype=torch.float64), device)
 
-        inputs = dict(lr_mult=per_tensor(lr_mult), weight_decay=per_tensor(wd), blend=per_tensor(blend),
-                      trust_mask=per_tensor(trust))
-        return _Bucket(params, states, steps, inputs, device, entries)
+# The attributes every torch.optim.Optimizer has: its own __getstate__ keeps what it needs of them.
+_TORCH_ATTRS = frozenset(Optimizer([torch.nn.Parameter(torch.zeros(1))], {}).__dict__)
+
+
+def _real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
 
 
 @dataclasses.dataclass
 class _StateEntry:
-    """One param's state as a plan uses it: the dict it lives in (None: not made yet) and the entries the plan
-    adds to it when it is committed."""
+    """One param's state as the plan uses it: the dict it lives in (None: not made yet), the tensors the plan
+    runs on (``used``, by name, as kept in ``opt.state``), and those it made and adds on commit (``new``)."""
 
     param: Tensor
     state: Optional[dict[str, Any]]
+    used: dict[str, Tensor]
     new: dict[str, Tensor]
 
-    def value(self, name: str) -> Tensor:
-        return self.new[name] if name in self.new else self.state[name]
+
+class _BucketBuilder:
+    """Collects the tensors of one engine call, group by group, in the groups' order."""
+
+    def __init__(self, recipe: Recipe, device: torch.device, is_complex: bool) -> None:
+        self.recipe, self.device, self.complex = recipe, device, is_complex
+        self.entries: list[_StateEntry] = []
+        self.group_of: list[int] = []
+        self.values: dict[str, list[float]] = {"lr_mult": [], "weight_decay": [], "blend": [], "trust_mask": []}
+
+    def add(self, group_index: int, entry: _StateEntry, lr_mult: float, wd: float, blend: float,
+            trust: float) -> None:
+        self.entries.append(entry)
+        self.group_of.append(group_index)
+        for key, value in zip(self.values, (lr_mult, wd, blend, trust)):
+            self.values[key].append(value)
+
+    def build(self) -> "_Bucket":
+        owners = [e.param for e in self.entries]
+        group_ids = list(dict.fromkeys(self.group_of))
+        counts = [self.group_of.count(g) for g in group_ids]
+        inputs = {k: to_device(torch.tensor(v, dtype=torch.float64), self.device) for k, v in self.values.items()}
+        return _Bucket(
+            recipe=self.recipe, device=self.device, complex=self.complex, owners=owners,
+            params=[_real(p) for p in owners],
+            states={name: [_real(e.used[name]) for e in self.entries] for name in self.recipe.state_names},
+            steps=[e.used["step"] for e in self.entries], inputs=inputs, entries=self.entries,
+            group_ids=group_ids, counts=to_device(torch.tensor(counts), self.device))
 
 
 @dataclasses.dataclass
 class _Bucket:
-    """One engine call: a group's tensors on one (device, dtype), their state and per-tensor inputs."""
+    """One engine call: the tensors of one (recipe, device, dtype) across groups, their state and inputs."""
 
-    params: list[Tensor]
+    recipe: Recipe
+    device: torch.device
+    complex: bool
+    owners: list[Tensor]           # the params as the groups hold them
+    params: list[Tensor]           # what the engine gets: the params, real views of complex ones
     states: dict[str, list[Tensor]]
     steps: list[Tensor]
-    inputs: dict[str, Tensor]  # lr_mult, weight_decay, blend, trust_mask
-    device: torch.device
+    inputs: dict[str, Tensor]      # lr_mult, weight_decay, blend, trust_mask
     entries: list[_StateEntry]
+    group_ids: list[int]           # the groups of the call, in order, and how many tensors each has
+    counts: Tensor
+
+    def lr(self, groups: list[dict[str, Any]], group_lr: Callable[[dict[str, Any]], Any]) -> Tensor:
+        """The engine's lr: one value, or one per tensor when the call's groups differ in lr."""
+        lrs = [group_lr(groups[g]) for g in self.group_ids]
+        if len(lrs) == 1 or (not any(isinstance(x, Tensor) for x in lrs) and len(set(lrs)) == 1):
+            return _lr_tensor(lrs[0], self.device)
+        values = torch.stack([_lr_tensor(x, self.device) for x in lrs])
+        return values.repeat_interleave(self.counts, output_size=len(self.params))
 
 
 @dataclasses.dataclass
 class _Plan:
     key: tuple
-    recipe: Recipe
     buckets: list[_Bucket]
-    params: list[Tensor]
+    params: list[list[Tensor]]     # every group's params when the plan was made
 
-    def matches(self, params: list[Tensor], state: dict[Tensor, dict[str, Any]]) -> bool:
-        """Whether the group still has these params and ``state`` still holds the tensors the plan runs on."""
-        if len(params) != len(self.params) or any(a is not b for a, b in zip(params, self.params)):
+    def matches(self, groups: list[dict[str, Any]], state: dict[Tensor, dict[str, Any]]) -> bool:
+        """Whether the groups still have these params and ``state`` still holds the tensors the plan runs on."""
+        if len(groups) != len(self.params):
             return False
+        for group, params in zip(groups, self.params):
+            now = group["params"]
+            if len(now) != len(params) or any(a is not b for a, b in zip(now, params)):
+                return False
         for bucket in self.buckets:
-            for k, entry in enumerate(bucket.entries):
+            for entry in bucket.entries:
                 current = state.get(entry.param)
-                if current is None or current is not entry.state or current.get("step") is not bucket.steps[k]:
+                if current is None or current is not entry.state:
                     return False
-                for name, tensors in bucket.states.items():
-                    if current.get(name) is not tensors[k]:
+                for name, tensor in entry.used.items():
+                    if current.get(name) is not tensor:
                         return False
         return True
 
@@ -369,6 +433,7 @@ class _Plan:
 class _Call:
     """The arguments of one engine call of this step."""
 
+    owners: list[Tensor]           # the params as the groups hold them (trust_ratios() keys)
     params: list[Tensor]
     grads: list[Tensor]
     states: dict[str, list[Tensor]]

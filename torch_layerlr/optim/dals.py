@@ -75,7 +75,12 @@ class DALS(FusedOptimizer):
     \alpha_0, \min(0.9, \alpha_0 + 0.1)` (``"acc"``: :math:`\max(0.4, \alpha_0 - 0.15)` in phase 0;
     ``"fast"``: phase 0 bypasses the filter, :math:`\hat g = g + \lambda\theta` and :math:`f` frozen).
     The loss reaches the detector through :meth:`update_phase` (called before :meth:`step`, as in the
-    authors' code), the closure's return value, or ``step(loss=...)``; without any, the phase stays 0.
+    authors' code), the closure's return value, or ``step(loss=...)``; without any, the phase stays 0. Training
+    loops that call ``step()`` themselves (the Hugging Face ``Trainer``) feed it with
+    :class:`torch_layerlr.integrations.DALSLossCallback`.
+
+    The warmup+cosine (SGDR) factor multiplies each group's ``lr``. With ``schedule=False`` the lr goes through
+    unchanged, for an external LR scheduler (e.g. a Trainer's): otherwise both would act.
 
     Args:
         params: an ``nn.Module`` (its top-level children are the layers, ordered by forward execution, see
@@ -86,6 +91,7 @@ class DALS(FusedOptimizer):
         trust_coefficient: :math:`\gamma`.
         total_steps: :math:`T` of the warmup+cosine schedule.
         restart_steps, restart_mult: the SGDR cycle of ``"acc"``, in steps.
+        schedule: apply the built-in schedule (default); False leaves the lr to an external scheduler.
         maximize: maximize the objective.
     """
 
@@ -95,7 +101,7 @@ class DALS(FusedOptimizer):
                  momentum: Optional[float] = None, weight_decay: Optional[float] = None,
                  trust_coefficient: float = 0.02, alpha: Optional[float] = None,
                  warmup_frac: Optional[float] = None, total_steps: int = 10000, restart_steps: int = 1000,
-                 restart_mult: int = 2, *, maximize: bool = False) -> None:
+                 restart_mult: int = 2, *, schedule: bool = True, maximize: bool = False) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"Unknown DALS variant {variant!r}: expected one of {sorted(VARIANTS)}")
         published = VARIANTS[variant]
@@ -121,6 +127,9 @@ class DALS(FusedOptimizer):
         self.total_steps = total_steps
         self.restart_steps = restart_steps
         self.restart_mult = restart_mult
+        if not isinstance(schedule, bool):
+            raise ValueError(f"schedule must be True or False, got {schedule!r}")
+        self.schedule = schedule
         self.thresholds = published["thresholds"]
         self.phase_alpha, self.phase_gate = phase_table(variant, self.alpha)
 
@@ -143,6 +152,13 @@ class DALS(FusedOptimizer):
             "detector": torch.zeros(3, dtype=torch.float64),  # [loss EMA, losses seen, phase]
             "filter_coef": torch.tensor([self.phase_alpha[0], self.phase_gate[0]], dtype=torch.float64),
         }
+
+    #: the forward-order recorder hooks the original's model: a copy does not take it (NOTE in _resolve_depths)
+    _transient_attrs = FusedOptimizer._transient_attrs | {"_recorder"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_recorder", None)
 
     @property
     def phase(self) -> int:
@@ -210,9 +226,12 @@ class DALS(FusedOptimizer):
                     tau2=self.thresholds[1], phase_alpha=self.phase_alpha, phase_gate=self.phase_gate)
 
     def schedule_factor(self) -> float:
-        """The factor s of the step about to be taken (advances the global step and the SGDR cycle)."""
+        """The factor s of the step about to be taken (advances the global step and the SGDR cycle); 1 with
+        ``schedule=False``."""
         g = self._global
         g["step"] += 1
+        if not self.schedule:
+            return 1.0
         if self.variant == "acc":
             g["cycle"] += 1
             if g["cycle"] >= g["cycle_len"]:
@@ -274,6 +293,10 @@ class DALS(FusedOptimizer):
 
     def _resolve_depths(self) -> None:
         if self._recorder is None:
+            if any(group.get("depth_ratio") is None for group in self.param_groups):
+                raise ValueError("the depths of this DALS's layers are unknown: it is a copy made before the "
+                                 "model's first forward pass, which sets them. Copy after the first step, or "
+                                 "pass depth_ratio in the param groups")
             return
         depths = layers.depth_ratios(self._recorder.layers())
         for group in self.param_groups:
