@@ -29,9 +29,10 @@ StepArgs make_step_args(at::TensorList params, at::TensorList grads, at::TensorL
                         bool bias_correction, double trust_coefficient, double trust_eps, double ratio_min,
                         double ratio_max, double norm_max, bool maximize,
                         const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
-                        const std::optional<at::Tensor>& trust_ratios) {
+                        const std::optional<at::Tensor>& trust_ratios,
+                        const std::optional<at::Tensor>& sq_norms, c10::string_view trust_pass) {
   StepArgs a{params, grads, filters, exp_avgs, exp_avg_sqs, steps, lr, lr_mult, weight_decay, blend, trust_mask,
-             filter_coef, grad_scale, found_inf, trust_ratios, Recipe{}};
+             filter_coef, grad_scale, found_inf, trust_ratios, Recipe{}, sq_norms, parse_trust_pass(trust_pass)};
   Recipe& r = a.recipe;
   r.filter = parse_filter(filter);
   r.decay = parse_decay(decay);
@@ -61,9 +62,10 @@ void bump_versions(const StepArgs& a) {
   };
   for (at::TensorList list : {a.params, a.filters, a.exp_avgs, a.exp_avg_sqs, a.steps})
     for (const at::Tensor& t : list) bump(t);
-  if (a.recipe.writes_grads())
+  if (a.recipe.writes_grads() && a.pass != TrustPass::kUpdate)
     for (const at::Tensor& g : a.grads) bump(g);
-  if (a.trust_ratios) bump(*a.trust_ratios);
+  if (a.trust_ratios && a.pass != TrustPass::kNorms) bump(*a.trust_ratios);
+  if (a.sq_norms && a.pass == TrustPass::kNorms) bump(*a.sq_norms);
 }
 
 namespace {
@@ -100,6 +102,16 @@ TORCH_LIBRARY(layerlr, m) {
       "bool bias_correction, float trust_coefficient, float trust_eps, float ratio_min, float ratio_max, "
       "float norm_max, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None, "
       "Tensor(g!)? trust_ratios=None) -> ()");
+  // The step split around a reduction of the norms (NOTE: [split trust step] in engine/step_args.h). An overload,
+  // so the default schema (and the C++ API's typed handle on it) stays as it is.
+  m.def(
+      "fused_step_.split(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] filters, Tensor(d!)[] exp_avgs, "
+      "Tensor(e!)[] exp_avg_sqs, Tensor(f!)[] steps, *, Tensor lr, Tensor lr_mult, Tensor weight_decay, "
+      "Tensor blend, Tensor trust_mask, str filter, str decay, str moment, str trust, Tensor? filter_coef, "
+      "float filter_lambda, float momentum, float dampening, bool nesterov, float beta1, float beta2, float eps, "
+      "bool bias_correction, float trust_coefficient, float trust_eps, float ratio_min, float ratio_max, "
+      "float norm_max, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None, "
+      "Tensor(g!)? trust_ratios=None, Tensor(h!)? sq_norms, str trust_pass) -> ()");
   // The checks of fused_step_ alone, on metadata only: see fused_step_ in engine/op_entry.h.
   m.def(
       "fused_step_check(Tensor[] params, Tensor[] grads, Tensor[] filters, Tensor[] exp_avgs, "
@@ -109,6 +121,14 @@ TORCH_LIBRARY(layerlr, m) {
       "bool bias_correction, float trust_coefficient, float trust_eps, float ratio_min, float ratio_max, "
       "float norm_max, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None, "
       "Tensor? trust_ratios=None) -> ()");
+  m.def(
+      "fused_step_check.split(Tensor[] params, Tensor[] grads, Tensor[] filters, Tensor[] exp_avgs, "
+      "Tensor[] exp_avg_sqs, Tensor[] steps, *, Tensor lr, Tensor lr_mult, Tensor weight_decay, "
+      "Tensor blend, Tensor trust_mask, str filter, str decay, str moment, str trust, Tensor? filter_coef, "
+      "float filter_lambda, float momentum, float dampening, bool nesterov, float beta1, float beta2, float eps, "
+      "bool bias_correction, float trust_coefficient, float trust_eps, float ratio_min, float ratio_max, "
+      "float norm_max, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None, "
+      "Tensor? trust_ratios=None, Tensor? sq_norms, str trust_pass) -> ()");
   m.def("tensor_norms(Tensor[] tensors) -> Tensor");
   m.def(
       "dals_phase_(Tensor(a!) detector, Tensor(b!) filter_coef, Tensor loss, *, float tau1, float tau2, "
@@ -117,20 +137,24 @@ TORCH_LIBRARY(layerlr, m) {
 
 TORCH_LIBRARY_IMPL(layerlr, CompositeExplicitAutograd, m) {
   m.impl("fused_step_check", &layerlr::fused_step_<layerlr::no_backend, false>);
+  m.impl("fused_step_check.split", &layerlr::fused_step_split_<layerlr::no_backend, false>);
 }
 
 TORCH_LIBRARY_IMPL(layerlr, CPU, m) {
   m.impl("fused_step_", &layerlr::fused_step_<layerlr::cpu::fused_step>);
+  m.impl("fused_step_.split", &layerlr::fused_step_split_<layerlr::cpu::fused_step>);
   m.impl("tensor_norms", &layerlr::tensor_norms_cpu);
   m.impl("dals_phase_", &layerlr::dals_phase_cpu);
 }
 
 TORCH_LIBRARY_IMPL(layerlr, SparseCPU, m) {
   m.impl("fused_step_", &layerlr::fused_step_<layerlr::refuse_sparse>);
+  m.impl("fused_step_.split", &layerlr::fused_step_split_<layerlr::refuse_sparse>);
   m.impl("tensor_norms", &layerlr::tensor_norms_sparse);
 }
 
 TORCH_LIBRARY_IMPL(layerlr, SparseCUDA, m) {
   m.impl("fused_step_", &layerlr::fused_step_<layerlr::refuse_sparse>);
+  m.impl("fused_step_.split", &layerlr::fused_step_split_<layerlr::refuse_sparse>);
   m.impl("tensor_norms", &layerlr::tensor_norms_sparse);
 }

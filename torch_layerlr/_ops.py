@@ -75,19 +75,36 @@ def fused_step_(
     grad_scale: Optional[Tensor] = None,
     found_inf: Optional[Tensor] = None,
     trust_ratios: Optional[Tensor] = None,
+    sq_norms: Optional[Tensor] = None,
+    trust_pass: str = "all",
 ) -> None:
-    """One fused step over a list of same-device, same-dtype tensors. Mutates params, states and steps."""
+    """One fused step over a list of same-device, same-dtype tensors. Mutates params, states and steps.
+
+    A trust-ratio step may be split in two calls around a reduction of the norms (sharded params; NOTE: [split
+    trust step] in ``csrc/engine/step_args.h``): ``trust_pass="norms"`` advances filters and moments and writes
+    each tensor's local squared norms :math:`[\|p\|^2, \|u\|^2]` into ``sq_norms`` (float64 ``[n, 2]``);
+    ``trust_pass="update"`` computes the ratios from the ``sq_norms`` given, updates and advances the steps.
+    """
     args, kwargs = _fused_step_args(params, grads, states, steps, recipe, dict(
         lr=lr, lr_mult=lr_mult, weight_decay=weight_decay, blend=blend, trust_mask=trust_mask,
         filter_coef=filter_coef, grad_scale=grad_scale, found_inf=found_inf, trust_ratios=trust_ratios))
-    torch.ops.layerlr.fused_step_(*args, **kwargs)
+    _overload(torch.ops.layerlr.fused_step_, kwargs, sq_norms, trust_pass)(*args, **kwargs)
 
 
 def fused_step_check(params: Sequence[Tensor], grads: Sequence[Tensor], states: dict[str, Sequence[Tensor]],
-                     steps: Sequence[Tensor], recipe: Recipe, **kwargs) -> None:
+                     steps: Sequence[Tensor], recipe: Recipe, *, sq_norms: Optional[Tensor] = None,
+                     trust_pass: str = "all", **kwargs) -> None:
     """Every check :func:`fused_step_` makes, on metadata only, without running the step."""
     args, kwargs = _fused_step_args(params, grads, states, steps, recipe, kwargs)
-    torch.ops.layerlr.fused_step_check(*args, **kwargs)
+    _overload(torch.ops.layerlr.fused_step_check, kwargs, sq_norms, trust_pass)(*args, **kwargs)
+
+
+def _overload(packet, kwargs: dict, sq_norms: Optional[Tensor], trust_pass: str):
+    """The op's default overload for a one-call step, else its ``split`` overload (``kwargs`` completed)."""
+    if trust_pass == "all" and sq_norms is None:
+        return packet.default
+    kwargs.update(sq_norms=sq_norms, trust_pass=trust_pass)
+    return packet.split
 
 
 def tensor_norms(tensors: Sequence[Tensor]) -> Tensor:
@@ -141,6 +158,21 @@ def _fused_step_fake(params, grads, filters, exp_avgs, exp_avg_sqs, steps, **kwa
 
 @torch.library.register_fake("layerlr::fused_step_check")
 def _fused_step_check_fake(params, grads, filters, exp_avgs, exp_avg_sqs, steps, **kwargs) -> None:
+    _check_not_mixed_meta("fused_step_check", dict(params=params, grads=grads, filters=filters,
+                                                   exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, steps=steps,
+                                                   **kwargs))
+    return None
+
+
+@torch.library.register_fake("layerlr::fused_step_.split")
+def _fused_step_split_fake(params, grads, filters, exp_avgs, exp_avg_sqs, steps, **kwargs) -> None:
+    _check_not_mixed_meta("fused_step_", dict(params=params, grads=grads, filters=filters, exp_avgs=exp_avgs,
+                                              exp_avg_sqs=exp_avg_sqs, steps=steps, **kwargs))
+    return None
+
+
+@torch.library.register_fake("layerlr::fused_step_check.split")
+def _fused_step_check_split_fake(params, grads, filters, exp_avgs, exp_avg_sqs, steps, **kwargs) -> None:
     _check_not_mixed_meta("fused_step_check", dict(params=params, grads=grads, filters=filters,
                                                    exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, steps=steps,
                                                    **kwargs))

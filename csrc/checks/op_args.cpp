@@ -84,6 +84,28 @@ void add_list(std::vector<NamedTensor>& out, at::TensorList list, const char* na
   for (size_t i = 0; i < list.size(); ++i) out.push_back({&list[i], item(name, i), written, copied_if_overlapping});
 }
 
+// NOTE: [split trust step] in engine/step_args.h: the norms and update calls take sq_norms, float64 [n, 2] on the
+// params' device; the one-call step takes none.
+void check_split_args(const StepArgs& a, size_t n, const at::Device& device) {
+  if (a.pass == TrustPass::kAll) {
+    TORCH_CHECK_VALUE(!a.sq_norms, "sq_norms is given but trust_pass is 'all': only the 'norms' and 'update' calls of "
+                      "a split step take it");
+    return;
+  }
+  const char* pass = a.pass == TrustPass::kNorms ? "norms" : "update";
+  TORCH_CHECK_VALUE(a.recipe.two_pass(), "trust_pass='", pass, "' splits a step with a trust ratio, but trust is "
+                    "'none': an element-wise recipe runs in one call (trust_pass='all')");
+  TORCH_CHECK_VALUE(a.sq_norms.has_value(), "trust_pass='", pass, "' needs sq_norms ([n, 2] float64)");
+  const at::Tensor& sq = *a.sq_norms;
+  check_defined_strided(sq, "sq_norms");
+  TORCH_CHECK_VALUE(sq.dim() == 2 && static_cast<size_t>(sq.size(0)) == n && sq.size(1) == 2,
+                    "sq_norms must have shape [", n, ", 2] (per parameter: squared norms of the param and of its "
+                    "direction), got shape ", sq.sizes());
+  TORCH_CHECK_TYPE(sq.scalar_type() == at::kDouble, "sq_norms has dtype ", sq.scalar_type(),
+                   ": it must be float64");
+  check_device(sq, "sq_norms", device);
+}
+
 }  // namespace
 
 void check_step_args(const StepArgs& a) {
@@ -147,6 +169,8 @@ void check_step_args(const StepArgs& a) {
                      ": it must be a float tensor");
   }
 
+  check_split_args(a, n, device);
+
   // Memory: what the step writes must be its own (NOTE: [conservative overlap] in checks/memory.h).
   std::vector<NamedTensor> all;
   all.reserve(6 * n + 8);
@@ -164,7 +188,8 @@ void check_step_args(const StepArgs& a) {
   if (a.filter_coef) all.push_back({&*a.filter_coef, "filter_coef", false});
   if (a.grad_scale) all.push_back({&*a.grad_scale, "grad_scale", false});
   if (a.found_inf) all.push_back({&*a.found_inf, "found_inf", false});
-  if (a.trust_ratios) all.push_back({&*a.trust_ratios, "trust_ratios", true});
+  if (a.trust_ratios) all.push_back({&*a.trust_ratios, "trust_ratios", a.pass != TrustPass::kNorms});
+  if (a.sq_norms) all.push_back({&*a.sq_norms, "sq_norms", a.pass == TrustPass::kNorms});
   check_memory(all);
 }
 

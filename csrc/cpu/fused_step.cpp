@@ -147,15 +147,34 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
       K::update_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor]);
     });
   } else {
-    std::vector<double> partials(2 * chunks.size());
-    for_each_chunk(chunks, 0, chunks.size(), total, [&](const Chunk& ch, int64_t k) {
-      K::norms_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor], &partials[2 * k]);
-    });
-    // Per-tensor finish: partials added in chunk order (NOTE: [chunking territory, CPU]).
+    // NOTE: [split trust step] in engine/step_args.h: an update call takes the (reduced) norms it is given.
     std::vector<double> sq(2 * n, 0.0);
-    for (size_t k = 0; k < chunks.size(); ++k) {
-      sq[2 * chunks[k].tensor] += partials[2 * k];
-      sq[2 * chunks[k].tensor + 1] += partials[2 * k + 1];
+    if (a.pass == TrustPass::kUpdate) {
+      const at::Tensor& given = *a.sq_norms;
+      const double* in = given.const_data_ptr<double>();
+      for (int64_t t = 0; t < n; ++t) {
+        sq[2 * t] = in[t * given.stride(0)];
+        sq[2 * t + 1] = in[t * given.stride(0) + given.stride(1)];
+      }
+    } else {
+      std::vector<double> partials(2 * chunks.size());
+      for_each_chunk(chunks, 0, chunks.size(), total, [&](const Chunk& ch, int64_t k) {
+        K::norms_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor], &partials[2 * k]);
+      });
+      // Per-tensor finish: partials added in chunk order (NOTE: [chunking territory, CPU]).
+      for (size_t k = 0; k < chunks.size(); ++k) {
+        sq[2 * chunks[k].tensor] += partials[2 * k];
+        sq[2 * chunks[k].tensor + 1] += partials[2 * k + 1];
+      }
+      if (a.pass == TrustPass::kNorms) {
+        const at::Tensor& given = *a.sq_norms;
+        double* out = given.mutable_data_ptr<double>();
+        for (int64_t t = 0; t < n; ++t) {
+          out[t * given.stride(0)] = sq[2 * t];
+          out[t * given.stride(0) + given.stride(1)] = sq[2 * t + 1];
+        }
+        return;
+      }
     }
     for (int64_t t = 0; t < n; ++t) {
       const double ratio = trust_ratio(r, inputs[t], sq[2 * t], sq[2 * t + 1]);
@@ -194,6 +213,7 @@ void fused_step(const StepArgs& a) {
   });
 
   dense.finish();
+  if (a.pass == TrustPass::kNorms) return;  // the update call advances the steps
   for (const at::Tensor& s : a.steps) write_scalar(s, 0, read_scalar(s) + 1.0);
 }
 

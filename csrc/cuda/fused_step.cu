@@ -53,7 +53,7 @@ __device__ __forceinline__ bool skipped(const DeviceValues& found_inf) {
 // The CPU's per-tensor host loop (cpu/fused_step.cpp, run()) as one thread per tensor.
 template <typename T>
 __global__ void __launch_bounds__(kGroupSize)
-    coef_kernel(const TensorGroup group, const StepInputs in, const Recipe r, Coef<T>* coefs) {
+    coef_kernel(const TensorGroup group, const StepInputs in, const Recipe r, Coef<T>* coefs, const bool advance) {
   const int j = threadIdx.x;
   if (j >= group.count || skipped(in.found_inf)) return;
   const int64_t t = group.first + j;
@@ -67,22 +67,37 @@ __global__ void __launch_bounds__(kGroupSize)
   x.filter_gate = in.filter_coef.defined() ? in.filter_coef[1] : 1.0;
   x.grad_scale = in.grad_scale.defined() ? in.grad_scale[0] : 1.0;
   coefs[t] = make_coef<T>(r, x);
-  // Safe to advance now: nothing after this kernel reads the step, and each step has one thread.
-  store_value(group.steps[j], in.step_kind, x.step);
+  // Safe to advance now: nothing after this kernel reads the step, and each step has one thread. The norms call
+  // of a split step leaves it to the update call (NOTE: [split trust step] in engine/step_args.h).
+  if (advance) store_value(group.steps[j], in.step_kind, x.step);
 }
 
-// Per-tensor finish of a two-pass step: one block per tensor.
+// Per-tensor finish of a two-pass step: one block per tensor. The squared norms are the tensor's partials added
+// in a fixed order, or (the update call of a split step) the given ones, sq_given [n, 2]; the norms call of a
+// split step writes them to sq_out [n, 2] and stops there. Both pointers are uniform over the grid.
 template <typename T>
 __global__ void __launch_bounds__(kFinishThreads)
     trust_finish_kernel(const TensorGroup group, const StepInputs in, const Recipe r, const double* partials,
-                        Coef<T>* coefs, const DeviceValues ratios) {
+                        const double* sq_given, double* sq_out, Coef<T>* coefs, const DeviceValues ratios) {
   if (skipped(in.found_inf)) return;
   const int j = blockIdx.x;
   const int64_t t = group.first + j;
   const int64_t begin = group.chunk_begin[j], end = group.chunk_begin[j + 1];
-  const double sq_param = sum_range<kFinishThreads>(partials, begin, end, 2, 0);
-  const double sq_dir = sum_range<kFinishThreads>(partials, begin, end, 2, 1);
+  double sq_param = 0.0, sq_dir = 0.0;
+  if (sq_given == nullptr) {
+    sq_param = sum_range<kFinishThreads>(partials, begin, end, 2, 0);
+    sq_dir = sum_range<kFinishThreads>(partials, begin, end, 2, 1);
+  }
   if (threadIdx.x != 0) return;
+  if (sq_given != nullptr) {
+    sq_param = sq_given[2 * t];
+    sq_dir = sq_given[2 * t + 1];
+  }
+  if (sq_out != nullptr) {
+    sq_out[2 * t] = sq_param;
+    sq_out[2 * t + 1] = sq_dir;
+    return;
+  }
   TensorInputs x{};
   x.trust = in.trust[t] != 0.0;
   x.weight_decay = in.weight_decay[t];
@@ -219,7 +234,7 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& rows, const StepInput
   at::Tensor coef_storage = at::empty({n * static_cast<int64_t>(sizeof(Coef<T>))}, options.dtype(at::kByte));
   Coef<T>* coefs = reinterpret_cast<Coef<T>*>(coef_storage.data_ptr());
   for (const TensorGroup& g : groups) {
-    coef_kernel<T><<<1, kGroupSize, 0, stream>>>(g, in, a.recipe, coefs);
+    coef_kernel<T><<<1, kGroupSize, 0, stream>>>(g, in, a.recipe, coefs, a.pass != TrustPass::kNorms);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
@@ -229,14 +244,29 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& rows, const StepInput
                                static_cast<double*>(nullptr));
   } else {
     // pass 1 does not touch the momentum buffer: one instantiation for both kBuffer values
+    // NOTE: [split trust step] in engine/step_args.h: a norms call stops after the finish wrote sq_norms, an
+    // update call skips pass 1 and reads them.
     using Norms = FusedStepFunctor<scalar_t, Pass::kNorms, kFilter, kMoment, false, kTrust>;
-    at::Tensor partials = at::empty({2 * chunk_begin[n]}, options.dtype(at::kDouble));
-    multi_tensor_apply<kDepth>(rows, Norms{}, static_cast<const Coef<T>*>(coefs), in.found_inf,
-                               partials.data_ptr<double>());
+    at::Tensor partials, sq_given, sq_out;
+    if (a.pass != TrustPass::kUpdate) {
+      partials = at::empty({2 * chunk_begin[n]}, options.dtype(at::kDouble));
+      multi_tensor_apply<kDepth>(rows, Norms{}, static_cast<const Coef<T>*>(coefs), in.found_inf,
+                                 partials.data_ptr<double>());
+    } else {
+      sq_given = a.sq_norms->contiguous();
+    }
+    if (a.pass == TrustPass::kNorms)
+      sq_out = a.sq_norms->is_contiguous() ? *a.sq_norms : at::empty({n, 2}, options.dtype(at::kDouble));
     for (const TensorGroup& g : groups) {
-      trust_finish_kernel<T><<<g.count, kFinishThreads, 0, stream>>>(g, in, a.recipe,
-                                                                     partials.data_ptr<double>(), coefs, ratios);
+      trust_finish_kernel<T><<<g.count, kFinishThreads, 0, stream>>>(
+          g, in, a.recipe, partials.defined() ? partials.data_ptr<double>() : nullptr,
+          sq_given.defined() ? sq_given.const_data_ptr<double>() : nullptr,
+          sq_out.defined() ? sq_out.data_ptr<double>() : nullptr, coefs, ratios);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (a.pass == TrustPass::kNorms) {
+      if (!sq_out.is_same(*a.sq_norms)) a.sq_norms->copy_(sq_out);
+      return;
     }
     multi_tensor_apply<kDepth>(rows, Update{}, static_cast<const Coef<T>*>(coefs), in.found_inf,
                                static_cast<double*>(nullptr));
@@ -298,7 +328,7 @@ void fused_step(const StepArgs& a) {
   });
 
   dense.finish();
-  if (!steps_in_place)
+  if (!steps_in_place && a.pass != TrustPass::kNorms)
     for (int64_t t = 0; t < n; ++t) a.steps[t].copy_(packed_steps[t]);
 }
 
@@ -306,4 +336,5 @@ void fused_step(const StepArgs& a) {
 
 TORCH_LIBRARY_IMPL(layerlr, CUDA, m) {
   m.impl("fused_step_", &layerlr::fused_step_<layerlr::cuda::fused_step>);
+  m.impl("fused_step_.split", &layerlr::fused_step_split_<layerlr::cuda::fused_step>);
 }

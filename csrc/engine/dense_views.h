@@ -16,7 +16,7 @@ constexpr int kParamIdx = 0, kGradIdx = 1, kFilterIdx = 2, kExpAvgIdx = 3, kExpA
 // The loops walk memory linearly. That is right whenever a tensor and all its companions are dense and share
 // one stride layout, the usual case: grads and states are created like the param. Anything else runs on
 // contiguous copies, written back after the step (except the grad, which the step only reads, and overwrites
-// only in its own copy: NOTE: [adam direction in the grad buffer]).
+// only in its own copy: NOTE: [adam direction in the grad buffer]; but see grad_carries_direction).
 struct DenseViews {
   std::vector<at::Tensor> views;       // [t * kDepth + d]; undefined where the recipe has no such state
   std::vector<at::Tensor> write_back;  // the originals of the copies among them
@@ -25,6 +25,9 @@ struct DenseViews {
     const size_t n = a.params.size();
     views.resize(n * kDepth);
     write_back.resize(n * kDepth);
+    // The norms call of a split adam step leaves its direction in the grads for the update call to read
+    // (NOTE: [split trust step] in step_args.h), so a copied grad is written back too.
+    const bool grad_carries_direction = a.pass == TrustPass::kNorms && a.recipe.writes_grads();
     for (size_t t = 0; t < n; ++t) {
       const at::Tensor& p = a.params[t];
       const at::Tensor* src[kDepth] = {&p, &a.grads[t], a.filters.empty() ? nullptr : &a.filters[t],
@@ -36,7 +39,7 @@ struct DenseViews {
       for (int d = 0; d < kDepth; ++d) {
         if (!src[d]) continue;
         views[t * kDepth + d] = direct ? *src[d] : src[d]->contiguous();
-        if (!direct && d != kGradIdx) write_back[t * kDepth + d] = *src[d];
+        if (!direct && (d != kGradIdx || grad_carries_direction)) write_back[t * kDepth + d] = *src[d];
       }
     }
   }

@@ -25,16 +25,44 @@ StepArgs make_step_args(at::TensorList params, at::TensorList grads, at::TensorL
                         bool bias_correction, double trust_coefficient, double trust_eps, double ratio_min,
                         double ratio_max, double norm_max, bool maximize,
                         const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
-                        const std::optional<at::Tensor>& trust_ratios);
+                        const std::optional<at::Tensor>& trust_ratios,
+                        const std::optional<at::Tensor>& sq_norms = std::nullopt,
+                        c10::string_view trust_pass = "all");
 
 // Bumps the autograd version counter of every tensor the step wrote (params, states, steps, the grads of
 // recipes that write them), as torch.optim's in-place updates do: a graph saved before the step then raises
 // on backward instead of silently using the updated values.
 void bump_versions(const StepArgs& a);
 
-// One entry point per backend with the op's full signature: m.impl("fused_step_", &fused_step_<backend>).
+// One entry point per backend with the op's full signature: m.impl("fused_step_", &fused_step_<backend>), and
+// the overload fused_step_.split with sq_norms and trust_pass (NOTE: [split trust step] in step_args.h).
 // With kRun = false it only checks (the fused_step_check op: an optimizer with several calls per step checks all
 // of them before it runs any, so a step is atomic).
+template <void (*Backend)(const StepArgs&), bool kRun = true>
+void fused_step_split_(at::TensorList params, at::TensorList grads, at::TensorList filters, at::TensorList exp_avgs,
+                       at::TensorList exp_avg_sqs, at::TensorList steps, const at::Tensor& lr,
+                       const at::Tensor& lr_mult, const at::Tensor& weight_decay, const at::Tensor& blend,
+                       const at::Tensor& trust_mask, c10::string_view filter, c10::string_view decay,
+                       c10::string_view moment, c10::string_view trust,
+                       const std::optional<at::Tensor>& filter_coef, double filter_lambda, double momentum,
+                       double dampening, bool nesterov, double beta1, double beta2, double eps,
+                       bool bias_correction, double trust_coefficient, double trust_eps, double ratio_min,
+                       double ratio_max, double norm_max, bool maximize,
+                       const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+                       const std::optional<at::Tensor>& trust_ratios, const std::optional<at::Tensor>& sq_norms,
+                       c10::string_view trust_pass) {
+  const StepArgs args = make_step_args(params, grads, filters, exp_avgs, exp_avg_sqs, steps, lr, lr_mult,
+                                       weight_decay, blend, trust_mask, filter, decay, moment, trust, filter_coef,
+                                       filter_lambda, momentum, dampening, nesterov, beta1, beta2, eps,
+                                       bias_correction, trust_coefficient, trust_eps, ratio_min, ratio_max,
+                                       norm_max, maximize, grad_scale, found_inf, trust_ratios, sq_norms,
+                                       trust_pass);
+  if constexpr (kRun) {
+    Backend(args);
+    bump_versions(args);
+  }
+}
+
 template <void (*Backend)(const StepArgs&), bool kRun = true>
 void fused_step_(at::TensorList params, at::TensorList grads, at::TensorList filters, at::TensorList exp_avgs,
                  at::TensorList exp_avg_sqs, at::TensorList steps, const at::Tensor& lr, const at::Tensor& lr_mult,
@@ -45,15 +73,11 @@ void fused_step_(at::TensorList params, at::TensorList grads, at::TensorList fil
                  double trust_coefficient, double trust_eps, double ratio_min, double ratio_max, double norm_max,
                  bool maximize, const std::optional<at::Tensor>& grad_scale,
                  const std::optional<at::Tensor>& found_inf, const std::optional<at::Tensor>& trust_ratios) {
-  const StepArgs args = make_step_args(params, grads, filters, exp_avgs, exp_avg_sqs, steps, lr, lr_mult,
-                                       weight_decay, blend, trust_mask, filter, decay, moment, trust, filter_coef,
-                                       filter_lambda, momentum, dampening, nesterov, beta1, beta2, eps,
-                                       bias_correction, trust_coefficient, trust_eps, ratio_min, ratio_max,
-                                       norm_max, maximize, grad_scale, found_inf, trust_ratios);
-  if constexpr (kRun) {
-    Backend(args);
-    bump_versions(args);
-  }
+  fused_step_split_<Backend, kRun>(params, grads, filters, exp_avgs, exp_avg_sqs, steps, lr, lr_mult, weight_decay,
+                                   blend, trust_mask, filter, decay, moment, trust, filter_coef, filter_lambda,
+                                   momentum, dampening, nesterov, beta1, beta2, eps, bias_correction,
+                                   trust_coefficient, trust_eps, ratio_min, ratio_max, norm_max, maximize,
+                                   grad_scale, found_inf, trust_ratios, std::nullopt, "all");
 }
 
 // The backend of fused_step_check: nothing to run.

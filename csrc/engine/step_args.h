@@ -4,11 +4,33 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
+#include <c10/util/Exception.h>
+#include <c10/util/string_view.h>
+
 #include <optional>
 
 #include "recipe.h"
 
 namespace layerlr {
+
+// NOTE: [split trust step]
+// A two-pass (trust-ratio) step needs each tensor's norms. With sharded params (FSDP2) a rank holds only a
+// shard of each tensor, so the norms are those of the whole logical tensor: the caller runs the step in two
+// calls, reducing the squared norms between them (one collective for all tensors of the step), as apex's
+// DistributedFusedLAMB does:
+//   norms:  pass 1 (filter, moments; the direction of adam recipes into the grads) and the per-tensor squared
+//           norms [||p||^2, ||u||^2] of the local tensors into sq_norms ([n, 2] float64). Params and step
+//           counters are not touched, so the update call sees the same step.
+//   update: the ratio from the sq_norms given (the reduced ones), pass 2, the step counters advance.
+//   all:    both in one call (no sq_norms): the one-process step.
+enum class TrustPass { kAll, kNorms, kUpdate };
+
+inline TrustPass parse_trust_pass(c10::string_view s) {
+  if (s == "all") return TrustPass::kAll;
+  if (s == "norms") return TrustPass::kNorms;
+  if (s == "update") return TrustPass::kUpdate;
+  TORCH_CHECK_VALUE(false, "trust_pass must be 'all', 'norms' or 'update', got '", s, "'");
+}
 
 struct StepArgs {
   at::TensorList params, grads, filters, exp_avgs, exp_avg_sqs, steps;
@@ -18,6 +40,8 @@ struct StepArgs {
   std::optional<at::Tensor> grad_scale, found_inf; // GradScaler
   std::optional<at::Tensor> trust_ratios;          // out: the per-tensor ratios of this step
   Recipe recipe;
+  std::optional<at::Tensor> sq_norms;  // [n, 2] float64: out of a norms call, in to an update call
+  TrustPass pass = TrustPass::kAll;
 };
 
 // Throws a ValueError/TypeError naming the offending argument; see ops.cpp.
