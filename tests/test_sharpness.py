@@ -209,3 +209,104 @@ def test_monitor_tracks_the_edge_of_stability():
         monitor.step()
     assert [r["eta_s"] for r in monitor.records] == [pytest.approx(1.0, rel=1e-12)] * 2
     assert math.isclose(monitor.records[0]["layer_eta_s"]["theta"], 1.0, rel_tol=1e-12)
+
+
+# ---- the training loop's monitor ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny():
+    from torch_layerlr.data import channel_stats, split_train, synthetic_images
+
+    data = split_train(synthetic_images(num_train=320, num_test=80, image_size=8, seed=0), 0.25, seed=0)
+    return data, channel_stats(data.train_images)
+
+
+def timeless(run):
+    return [{k: v for k, v in e.items() if not k.endswith("_s")} for e in run["epochs"]]
+
+
+def test_train_run_with_monitor_trains_the_same(tiny):
+    from torch_layerlr.data import normalize
+    from torch_layerlr.models.vision import build_model
+    from torch_layerlr.train import STRATEGIES, RunSpec, train_run
+    from torch_layerlr.train.loop import SHARPNESS_BATCH
+
+    data, (mean, std) = tiny
+    plain = train_run(STRATEGIES["fixed-sgd"], RunSpec(data, "mlp", epochs=2, batch_size=64), 1, mean, std)
+    spec = RunSpec(data, "mlp", epochs=2, batch_size=64, sharpness_every=2)
+    watched = train_run(STRATEGIES["fixed-sgd"], spec, 1, mean, std)
+    assert "sharpness" not in plain and "sharpness_s" not in plain["epochs"][0]
+    assert timeless(watched) == timeless(plain)
+    steps = plain["epochs"][-1]["steps"]
+    assert steps % 2 == 0
+    assert [r["step"] for r in watched["sharpness"]] == list(range(2, steps + 1, 2))
+    assert all(0 <= e["sharpness_s"] for e in watched["epochs"])
+    # the last measurement is at the final parameters: replay the run's training and recompute it
+    torch.manual_seed(1)
+    net = build_model("mlp", 1, 8, data.num_classes)
+    from torch_layerlr.data import batches
+    from torch_layerlr.train.zoo import Setup
+
+    sample = normalize(data.train_images[:4096], mean, std)
+    opt, _ = STRATEGIES["fixed-sgd"].build(net, Setup(steps // 2, 2, sample, data.train_labels[:4096],
+                                                      data.num_classes))
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        for xb, yb in batches(data.train_images, data.train_labels, 64, shuffle=True, generator=gen, mean=mean,
+                              std=std):
+            opt.zero_grad()
+            F.cross_entropy(net(xb), yb).backward()
+            opt.step()
+    x = normalize(data.train_images[:SHARPNESS_BATCH], mean, std)
+    y = data.train_labels[:SHARPNESS_BATCH]
+    ref = top_eigenvalue(lambda: F.cross_entropy(net(x), y), list(net.parameters()), tol=1e-6)
+    last = watched["sharpness"][-1]
+    assert last["sharpness"] == pytest.approx(ref.value, rel=1e-3)
+    assert last["eta_s"] == pytest.approx(last["eta"] * last["sharpness"])
+    assert list(last["layers"]) == ["layer1", "layer2", "layer3", "layer4"]
+
+
+def test_fixed_batch_loss_leaves_batchnorm_statistics():
+    from torch_layerlr.train.loop import fixed_batch_loss
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)).to(F64)
+    x, y = torch.randn(16, 3, dtype=F64), torch.randint(0, 2, (16,))
+    before = [b.clone() for b in net.buffers()]
+    loss_fn = fixed_batch_loss(net, x, y)
+    got = top_eigenvalue(loss_fn, list(net.parameters()), tol=1e-10)
+    layer_sharpness(loss_fn, module_groups(net))
+    assert all(torch.equal(a, b) for a, b in zip(net.buffers(), before))
+    assert float(loss_fn().detach()) == pytest.approx(float(F.cross_entropy(net(x), y).detach()), rel=1e-14)
+    for b, v in zip(net.buffers(), before):
+        b.data.copy_(v)
+    ref = top_eigenvalue(lambda: F.cross_entropy(net(x), y), list(net.parameters()), tol=1e-10)
+    assert got.value == pytest.approx(ref.value, rel=1e-8)
+
+
+def test_module_groups_by_children():
+    net = nn.Sequential(nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 3)), nn.ReLU(), nn.Linear(3, 1))
+    assert {k: len(v) for k, v in module_groups(net, by="children").items()} == {"0": 4, "2": 2}
+    assert list(module_groups(net)) == ["0.0", "0.1", "2"]
+    with pytest.raises(ValueError, match="by"):
+        module_groups(net, by="layer")
+
+
+def test_sharpness_monitoring_context_and_plot(tiny, tmp_path):
+    from torch_layerlr.train import STRATEGIES, RunSpec, train_run
+    from torch_layerlr.train.loop import sharpness_monitoring
+    from torch_layerlr.train.report import plot_curves
+
+    data, (mean, std) = tiny
+    spec = RunSpec(data, "mlp", epochs=1, batch_size=64)
+    with sharpness_monitoring(3):
+        run = train_run(STRATEGIES["fixed-sgd"], spec, 0, mean, std)
+    assert [r["step"] for r in run["sharpness"]] == [3]
+    assert "sharpness" not in train_run(STRATEGIES["fixed-sgd"], spec, 0, mean, std)
+    path = tmp_path / "curves.png"
+    plot_curves([run], str(path), "tiny")
+    assert path.stat().st_size > 0
+    with pytest.raises(ValueError, match="every"):
+        with sharpness_monitoring(-1):
+            pass
+    with pytest.raises(ValueError, match="sharpness_every"):
+        RunSpec(data, "mlp", 1, sharpness_every=-2)

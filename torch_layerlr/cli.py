@@ -66,13 +66,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-resume", action="store_true", help="redo runs already in OUT/results.json")
+    parser.add_argument("--sharpness-every", type=int, default=0, metavar="N",
+                        help="measure the global and per-layer sharpness (top Hessian eigenvalues) every N steps on "
+                             "a fixed batch of 1024 training images, and plot eta*S (0: off; runs already in "
+                             "OUT/results.json are kept as they are unless --no-resume)")
     parser.add_argument("--out", default="out/train", help="output directory (default: out/train)")
 
 
 def train(args: argparse.Namespace) -> None:
     """``python -m torch_layerlr train``: run the comparison and print the table and where the files are."""
     from torch_layerlr.train import compare, parse_strategies, resolve_dataset
+    from torch_layerlr.train.loop import sharpness_monitoring
 
+    if args.sharpness_every < 0:
+        sys.exit(f"error: --sharpness-every must be >= 0, got {args.sharpness_every}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
@@ -82,9 +89,10 @@ def train(args: argparse.Namespace) -> None:
     dataset = resolve_dataset(args.dataset, args.data_root)
     if dataset != args.dataset:
         print(f"--dataset auto: using {dataset}" + (" (Fashion-MNIST files not found)" if dataset == "synthetic" else ""))
-    table = compare(dataset, args.model, strategies, args.epochs, args.seeds, args.out,
-                    data_root=args.data_root, batch_size=args.batch_size, augment=args.augment,
-                    device=args.device, targets=args.targets, resume=not args.no_resume)
+    with sharpness_monitoring(args.sharpness_every):
+        table = compare(dataset, args.model, strategies, args.epochs, args.seeds, args.out,
+                        data_root=args.data_root, batch_size=args.batch_size, augment=args.augment,
+                        device=args.device, targets=args.targets, resume=not args.no_resume)
     print()
     print(table)
     print(f"Results: {args.out}/results.json, {args.out}/table.md, {args.out}/curves.png")

@@ -246,14 +246,22 @@ def layer_sharpness(loss_fn: Callable[[], Tensor], groups: Groups, *, iters: int
     return dict(zip(keys, pairs)) if named else pairs
 
 
-def module_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """One group per submodule that owns parameters directly (e.g. each ``Linear``: weight and bias), in
-    registration order, named by the module's path; only parameters that require grad."""
+def module_groups(model: nn.Module, by: str = "module") -> dict[str, list[nn.Parameter]]:
+    """Layers as groups of parameters that require grad, in registration order, named by module path:
+    ``by="module"``: one group per submodule that owns parameters directly (e.g. each ``Linear``: weight and
+    bias); ``by="children"``: one group per top-level child with parameters (the DALS authors' layers), plus the
+    model's own direct parameters as ``"(root)"``."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+    if by not in ("module", "children"):
+        raise ValueError(f"by must be 'module' or 'children', got {by!r}")
+    if by == "module":
+        units = [(name, module.parameters(recurse=False)) for name, module in model.named_modules()]
+    else:
+        units = [("", model.parameters(recurse=False))] + [(n, c.parameters()) for n, c in model.named_children()]
     out = {}
-    for name, module in model.named_modules():
-        params = [p for p in module.parameters(recurse=False) if p.requires_grad]
+    for name, params in units:
+        params = [p for p in params if p.requires_grad]
         if params:
             out[name or "(root)"] = params
     return out

@@ -1,10 +1,13 @@
-"""One training run of one strategy: the loop, the evaluation, and what each epoch records."""
+"""One training run of one strategy: the loop, the evaluation, what each epoch records, and (optionally) the
+sharpness of the loss on a fixed batch every N steps (:class:`~torch_layerlr.sharpness.SharpnessMonitor`)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -15,12 +18,31 @@ from torch.nn import functional as F
 from torch_layerlr.data import ImageDataset, batches, crop_and_flip, normalize
 from torch_layerlr.models.vision import build_model
 from torch_layerlr.optim import DALS
+from torch_layerlr.sharpness import SharpnessMonitor, module_groups
 from torch_layerlr.train.zoo import Setup, Strategy
 
-__all__ = ["RunSpec", "train_run", "evaluate"]
+__all__ = ["RunSpec", "train_run", "evaluate", "sharpness_monitoring", "fixed_batch_loss"]
 
 #: How many training images a strategy gets to look at when it builds its optimizer.
 SAMPLE_SIZE = 4096
+
+#: The fixed batch (the first training images) on which the sharpness monitor measures.
+SHARPNESS_BATCH = 1024
+
+_SHARPNESS_EVERY: contextvars.ContextVar[int] = contextvars.ContextVar("sharpness_every", default=0)
+
+
+@contextlib.contextmanager
+def sharpness_monitoring(every: int) -> Iterator[None]:
+    """Within the block, runs whose :class:`RunSpec` leaves ``sharpness_every`` at 0 measure the sharpness every
+    ``every`` steps (0: off), e.g. the runs of :func:`~torch_layerlr.train.compare`."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"every must be a non-negative integer, got {every!r}")
+    token = _SHARPNESS_EVERY.set(every)
+    try:
+        yield
+    finally:
+        _SHARPNESS_EVERY.reset(token)
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,8 @@ class RunSpec:
     batch_size: int = 128
     augment: bool = False
     device: str = "cpu"
+    #: measure the global and per-layer sharpness every this many steps (0: off)
+    sharpness_every: int = 0
 
     def __post_init__(self) -> None:
         if self.data.val_images is None:
@@ -41,6 +65,9 @@ class RunSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        every = self.sharpness_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"sharpness_every must be a non-negative integer, got {every!r}")
 
 
 @torch.no_grad()
@@ -62,6 +89,28 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def fixed_batch_loss(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
+    """A closure: the cross-entropy of ``model`` on (x, y), computed on copies of the model's buffers, so that
+    the BatchNorm running statistics a train-mode forward would update stay as they were."""
+
+    def loss_fn() -> Tensor:
+        state = dict(model.named_parameters())
+        state.update((name, b.clone()) for name, b in model.named_buffers())
+        return F.cross_entropy(torch.func.functional_call(model, state, (x,)), y)
+
+    return loss_fn
+
+
+def _monitor(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageDataset, mean: Sequence[float],
+             std: Sequence[float], device: str, every: int) -> SharpnessMonitor:
+    """Sharpness on the first :data:`SHARPNESS_BATCH` training images (normalized, not augmented), per layer =
+    per top-level child (the layer groups of the DALS authors, e.g. the MLP's four ``Linear``)."""
+    x = normalize(data.train_images[:SHARPNESS_BATCH], mean, std).to(device)
+    y = data.train_labels[:SHARPNESS_BATCH].to(device)
+    return SharpnessMonitor(fixed_batch_loss(model, x, y), module_groups(model, by="children"), every,
+                            optimizer=optimizer)
+
+
 def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float], std: Sequence[float],
               progress: Optional[Callable[[int, int], Any]] = None) -> dict[str, Any]:
     """Train ``spec.model`` from scratch with ``strategy`` and return the run's record.
@@ -71,6 +120,11 @@ def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float
     training loop so far (evaluation excluded) and of ``optimizer.step()`` plus the scheduler's step so far,
     and the learning rate of the first param group. A non-finite training loss ends the run (``diverged``).
     ``progress(epoch, batch)`` is called after every step (for a progress bar).
+
+    With ``spec.sharpness_every`` = N > 0 (or N set by :func:`sharpness_monitoring`), every N-th step measures the
+    global and per-layer sharpness of the loss on a fixed batch; the run's record then holds the measurements
+    under ``sharpness`` (:class:`~torch_layerlr.sharpness.SharpnessMonitor` records, ``step`` counted from the
+    start of the run), and each epoch its cumulative measuring time ``sharpness_s``, which ``wall_s`` excludes.
     """
     data, device = spec.data, spec.device
     torch.manual_seed(seed)
@@ -84,15 +138,18 @@ def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float
     optimizer, scheduler = strategy.build(model, setup)
     feeds_loss = isinstance(optimizer, DALS)  # DALS's phase detector reads the training loss
     augment = crop_and_flip(padding=4) if spec.augment else None
+    every = spec.sharpness_every or _SHARPNESS_EVERY.get()
+    monitor = _monitor(model, optimizer, data, mean, std, device, every) if every else None
 
     epochs: list[dict[str, Any]] = []
-    train_time = step_time = 0.0
+    train_time = step_time = sharpness_time = 0.0
     diverged = False
     for epoch in range(1, spec.epochs + 1):
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
+        epoch_sharpness = 0.0
         _sync(device)
         start = time.perf_counter()
         for i, (x, y) in enumerate(batches(data.train_images, data.train_labels, spec.batch_size, shuffle=True,
@@ -115,10 +172,16 @@ def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float
             loss_sum += loss.detach() * y.shape[0]
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.shape[0]
+            if monitor is not None:
+                t0 = time.perf_counter()
+                monitor.step()
+                _sync(device)
+                epoch_sharpness += time.perf_counter() - t0
             if progress is not None:
                 progress(epoch, i + 1)
         _sync(device)
-        train_time += time.perf_counter() - start
+        train_time += time.perf_counter() - start - epoch_sharpness
+        sharpness_time += epoch_sharpness
         train_loss = float(loss_sum) / seen
         val_loss, val_acc = evaluate(model, data.val_images, data.val_labels, mean, std, device)
         test_loss, test_acc = evaluate(model, data.test_images, data.test_labels, mean, std, device)
@@ -126,7 +189,12 @@ def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float
                            val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
                            wall_s=train_time, step_s=step_time, steps=epoch * steps_per_epoch,
                            lr=float(optimizer.param_groups[0]["lr"])))
+        if monitor is not None:
+            epochs[-1]["sharpness_s"] = sharpness_time
         if not math.isfinite(train_loss):
             diverged = True
             break
-    return dict(strategy=strategy.name, seed=seed, diverged=diverged, epochs=epochs)
+    run = dict(strategy=strategy.name, seed=seed, diverged=diverged, epochs=epochs)
+    if monitor is not None:
+        run["sharpness"] = monitor.records
+    return run

@@ -1,4 +1,5 @@
-"""What a comparison writes: ``results.json``, the markdown table (mean ± std over seeds) and ``curves.png``.
+"""What a comparison writes: ``results.json``, the markdown table (mean ± std over seeds) and ``curves.png`` (with a
+third panel, eta * S against the step, when the runs carry sharpness measurements).
 
 The table never picks anything on the test set. The best single-LR baseline is the non-layer-wise strategy with
 the highest mean *validation* accuracy at the last epoch; every strategy's final test accuracy is then compared
@@ -141,7 +142,11 @@ def plot_curves(runs: Sequence[dict[str, Any]], path: str, title: str) -> None:
     shown = [name for name, v in finals.items() if v >= top - ACC_SPAN]
     low = min((float(np.nanmin(curves[name]["val_acc"].mean(0))) for name in shown), default=0.0)
 
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(14, 5.5))
+    monitored = [run for run in runs if run.get("sharpness")]
+    if monitored:
+        fig, (ax_acc, ax_loss, ax_eos) = plt.subplots(1, 3, figsize=(21, 5.5))
+    else:
+        fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(14, 5.5))
     colors = plt.get_cmap("tab20")
     for k, (name, c) in enumerate(curves.items()):
         epochs = np.arange(1, c["val_acc"].shape[1] + 1)
@@ -158,6 +163,28 @@ def plot_curves(runs: Sequence[dict[str, Any]], path: str, title: str) -> None:
     ax_acc.grid(alpha=0.3)
     ax_loss.grid(alpha=0.3)
     ax_loss.legend(fontsize=8, ncol=2)
+    if monitored:
+        _plot_sharpness(ax_eos, monitored, {name: colors((2 * k) % 20 + (2 * k) // 20 % 2)
+                                            for k, name in enumerate(curves)})
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _plot_sharpness(ax: Any, runs: Sequence[dict[str, Any]], colors: dict[str, Any]) -> None:
+    """eta * S of every monitored run against the step (the first seed of each strategy labelled), with the
+    gradient-descent edge of stability at 2. For adaptive or trust-ratio rules eta is the base learning rate, so
+    the line at 2 is a reference, not their edge."""
+    labelled = set()
+    for run in runs:
+        name = run["strategy"]
+        steps = [r["step"] for r in run["sharpness"]]
+        values = [r["eta_s"] for r in run["sharpness"]]
+        label = None if name in labelled else (STRATEGIES[name].label if name in STRATEGIES else name)
+        labelled.add(name)
+        ax.plot(steps, values, "-", color=colors.get(name), lw=1, marker=".", ms=3, label=label)
+    ax.axhline(2.0, color="k", ls=":", lw=1)
+    ax.set(xlabel="step", ylabel=r"$\eta\,S$ (S: top Hessian eigenvalue on a fixed batch)", yscale="log",
+           title="sharpness x learning rate (2: GD's edge of stability)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
