@@ -105,8 +105,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p_demo.add_argument("--steps", type=int, default=200)
     p_demo.add_argument("--seed", type=int, default=0)
     p_val = sub.add_parser("validate", help="check the depth-scaling, two-step layer-balancing and multi-pathway "
-                                            "closed forms against Hessians, simulations and GD, draw the papers' figures, "
-                                            "write report.md/report.json")
+                                            "closed forms against Hessians, simulations and GD, draw the papers' "
+                                            "figures, write report.md/report.json")
     p_val.add_argument("--out", default="out/validate", help="output directory (default: out/validate)")
     p_val.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     p_val.add_argument("--only", nargs="+", metavar="CHECK",

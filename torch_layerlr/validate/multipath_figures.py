@@ -80,7 +80,8 @@ def figure_windows(path: str) -> str:
     for i, (start, s) in enumerate(zip(h["starts"], h["sigmas"])):
         ax[3].bar(x + (i - 0.5) * 0.27 + 0.135, s, 0.25, color=f"C{i}", label=f"GD from {start}")
     ax[3].set_xticks(x, [f"L = {L}" for L in mv.HETERO_DEPTHS])
-    ax[3].set(ylabel=r"final $\sigma_h$", title=rf"depths {mv.HETERO_DEPTHS}, $\eta$ = {mv.HETERO_FRACTION} $\times 2/\lambda^{{\min}}$")
+    ax[3].set(ylabel=r"final $\sigma_h$",
+              title=rf"depths {mv.HETERO_DEPTHS}, $\eta$ = {mv.HETERO_FRACTION} $\times 2/\lambda^{{\min}}$")
     ax[3].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -103,7 +104,8 @@ def figure_trajectories(path: str) -> str:
         for r, c, traj in zip(ratios, colors, run["trajectory"]):
             loss = 0.5 * (traj.sum(1) - 1.0) ** 2
             share = traj.max(1) / traj.sum(1)
-            ax[0].plot(steps[1:], np.clip(loss[1:], 1e-30, None), color=c, lw=1, label=rf"$\eta$ = {r:.3g} $\times 2/S_1$")
+            ax[0].plot(steps[1:], np.clip(loss[1:], 1e-30, None), color=c, lw=1,
+                       label=rf"$\eta$ = {r:.3g} $\times 2/S_1$")
             ax[1].plot(steps[1:], share[1:], color=c, lw=1)
     ax[0].set(xscale="log", yscale="log", xlabel="GD step", ylabel="loss", ylim=(1e-30, 10),
               title=f"H = 2, L = {L}: loss")
