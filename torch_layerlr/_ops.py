@@ -82,7 +82,7 @@ def fused_step_(
 
     A trust-ratio step may be split in two calls around a reduction of the norms (sharded params; NOTE: [split
     trust step] in ``csrc/engine/step_args.h``): ``trust_pass="norms"`` advances filters and moments and writes
-    each tensor's local squared norms :math:`[\|p\|^2, \|u\|^2]` into ``sq_norms`` (float64 ``[n, 2]``);
+    each tensor's local squared norms [||p||^2, ||u||^2] into ``sq_norms`` (float64 ``[n, 2]``);
     ``trust_pass="update"`` computes the ratios from the ``sq_norms`` given, updates and advances the steps.
     """
     args, kwargs = _fused_step_args(params, grads, states, steps, recipe, dict(
