@@ -71,6 +71,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "a fixed batch of 1024 training images, and plot eta*S (0: off; runs already in "
                              "OUT/results.json are kept as they are unless --no-resume)")
     parser.add_argument("--out", default="out/train", help="output directory (default: out/train)")
+    parser.add_argument("--parallel", choices=("none", "ddp", "fsdp2"), default="none",
+                        help="under torchrun: train data-parallel with DDP or FSDP2, each rank on its share of "
+                             "every batch (rank 0 writes the results)")
 
 
 def train(args: argparse.Namespace) -> None:
@@ -82,6 +85,10 @@ def train(args: argparse.Namespace) -> None:
         sys.exit(f"error: --sharpness-every must be >= 0, got {args.sharpness_every}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    from torch_layerlr.distributed.data_parallel import init_from_env, is_main
+
+    if args.parallel != "none" and not init_from_env(args.device):
+        sys.exit("error: --parallel needs torchrun: torchrun --nproc-per-node N -m torch_layerlr train ...")
     try:
         strategies = parse_strategies(args.optimizer)
     except ValueError as exc:
@@ -92,7 +99,10 @@ def train(args: argparse.Namespace) -> None:
     with sharpness_monitoring(args.sharpness_every):
         table = compare(dataset, args.model, strategies, args.epochs, args.seeds, args.out,
                         data_root=args.data_root, batch_size=args.batch_size, augment=args.augment,
-                        device=args.device, targets=args.targets, resume=not args.no_resume)
+                        device=args.device, targets=args.targets, resume=not args.no_resume,
+                        parallel=args.parallel)
+    if not is_main():
+        return
     print()
     print(table)
     print(f"Results: {args.out}/results.json, {args.out}/table.md, {args.out}/curves.png")
@@ -125,6 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     elif args.command == "validate":
         from torch_layerlr.validate.report import validate
 
-        print(f"validating the depth-scaling theory and two-step layer balancing -> {args.out}")
+        print("validating the depth-scaling theory, two-step layer balancing and multi-pathway networks -> "
+              + args.out)
         if not validate(args.out, figures=not args.no_figures, only=args.only):
             sys.exit(1)
