@@ -72,7 +72,8 @@ def figure_windows(path: str) -> str:
         ax[2].axhline(L, color=color, ls=":", lw=1)  # S_1 for sigma = 1
     lim = ax[2].get_xlim()
     ax[2].plot(lim, lim, "k--", lw=1, label=r"$S = 2/\eta$")
-    ax[2].set(xlabel=r"$2/\eta$", ylabel="final sharpness (E.2)", title="final sharpness; dotted: $S_1 = L$")
+    ax[2].set(xlabel=r"$2/\eta$", ylabel="final sharpness (E.2)", title="final sharpness; dotted: $S_1 = L$",
+              xscale="log", yscale="log")
     ax[2].legend(fontsize=8)
     h = mv.hetero_runs()
     x = np.arange(len(mv.HETERO_DEPTHS))
