@@ -13,6 +13,7 @@ import torch
 
 from torch_layerlr.data import ImageDataset, channel_stats, cifar10, fashion_mnist, split_train, synthetic_images
 from torch_layerlr.train.loop import RunSpec, train_run
+from torch_layerlr.distributed.data_parallel import is_main
 from torch_layerlr.train.report import load_json, markdown_table, plot_curves, save_json, summarize
 from torch_layerlr.train.zoo import Strategy
 
@@ -67,9 +68,12 @@ def _machine(device: str) -> dict[str, Any]:
 def compare(dataset: str, model: str, strategies: Sequence[Strategy], epochs: int, seeds: int, out: str, *,
             data_root: Optional[str] = None, batch_size: int = 128, augment: Optional[bool] = None,
             device: str = "cpu", targets: Optional[Sequence[float]] = None, resume: bool = True,
-            show_progress: bool = True) -> str:
+            show_progress: bool = True, parallel: str = "none") -> str:
     """Run every strategy with seeds ``0 .. seeds-1`` and write ``out/results.json`` (after every run),
     ``out/table.md`` and ``out/curves.png``. Returns the table.
+
+    ``parallel`` (``"ddp"`` or ``"fsdp2"``, under torchrun): every rank trains on its share of each batch; rank 0
+    alone prints and writes the files.
 
     ``augment`` defaults to random crop + flip on CIFAR-10 only. With ``resume``, runs already in
     ``out/results.json`` under the same configuration are kept and not repeated.
@@ -78,7 +82,8 @@ def compare(dataset: str, model: str, strategies: Sequence[Strategy], epochs: in
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     data = load_dataset(dataset, data_root)
     augment = (dataset == "cifar10") if augment is None else bool(augment)
-    spec = RunSpec(data, model, epochs, batch_size, augment, device)
+    spec = RunSpec(data, model, epochs, batch_size, augment, device, parallel=parallel)
+    main = is_main()
     targets = tuple(DEFAULT_TARGETS[dataset] if targets is None else targets)
     mean, std = channel_stats(data.train_images)
     config = dict(dataset=dataset, model=model, epochs=epochs, batch_size=batch_size, augment=augment,
@@ -96,14 +101,17 @@ def compare(dataset: str, model: str, strategies: Sequence[Strategy], epochs: in
 
     steps_per_epoch = -(-data.train_images.shape[0] // batch_size)
     todo = [(s, seed) for s in strategies for seed in range(seeds) if (s.name, seed) not in done]
-    print(f"{dataset} ({config['train']} train / {config['val']} val / {config['test']} test), {model}, "
-          f"{epochs} epochs, {len(todo)} runs to do -> {out}")
+    if main:
+        print(f"{dataset} ({config['train']} train / {config['val']} val / {config['test']} test), {model}, "
+              f"{epochs} epochs, {len(todo)} runs to do -> {out}")
     for strategy, seed in todo:
         with tqdm(total=epochs * steps_per_epoch, desc=f"{strategy.name} seed {seed}", unit="step",
-                  disable=not show_progress, leave=False, mininterval=1.0) as bar:
+                  disable=not (show_progress and main), leave=False, mininterval=1.0) as bar:
             run = train_run(strategy, spec, seed, mean, std, progress=lambda epoch, i: bar.update(1))
         runs.append(run)
         last = run["epochs"][-1]
+        if not main:
+            continue
         print(f"  {strategy.name:<14} seed {seed}: test {last['test_acc']:.2f}%  val {last['val_acc']:.2f}%  "
               f"train loss {last['train_loss']:.4f}  {last['wall_s']:.1f} s"
               + ("  DIVERGED" if run["diverged"] else ""), flush=True)
@@ -113,6 +121,8 @@ def compare(dataset: str, model: str, strategies: Sequence[Strategy], epochs: in
     shown = [r for r in runs if r["strategy"] in wanted]
     table = markdown_table(summarize(shown, targets), targets)
     title = f"{dataset} / {model}, {seeds} seed(s) x {epochs} epochs"
+    if not main:
+        return table
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(f"# {title}\n\n{table}")
     plot_curves(shown, os.path.join(out, "curves.png"), title)

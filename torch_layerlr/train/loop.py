@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from torch_layerlr.data import ImageDataset, batches, crop_and_flip, normalize
+from torch_layerlr.distributed.data_parallel import MODES, share, share_weight, sum_over_ranks, unwrap, wrap
 from torch_layerlr.models.vision import build_model
 from torch_layerlr.optim import DALS
 from torch_layerlr.sharpness import SharpnessMonitor, module_groups
@@ -57,6 +58,9 @@ class RunSpec:
     device: str = "cpu"
     #: measure the global and per-layer sharpness every this many steps (0: off)
     sharpness_every: int = 0
+    #: data-parallel over the ranks of torch.distributed: "none", "ddp" or "fsdp2" (each rank its share of
+    #: every batch; see torch_layerlr.distributed.data_parallel)
+    parallel: str = "none"
 
     def __post_init__(self) -> None:
         if self.data.val_images is None:
@@ -68,6 +72,8 @@ class RunSpec:
         every = self.sharpness_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"sharpness_every must be a non-negative integer, got {every!r}")
+        if self.parallel not in MODES:
+            raise ValueError(f"parallel must be one of {MODES}, got {self.parallel!r}")
 
 
 @torch.no_grad()
@@ -129,16 +135,19 @@ def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float
     data, device = spec.data, spec.device
     torch.manual_seed(seed)
     channels, size, _ = data.image_shape
-    model = build_model(spec.model, channels, size, data.num_classes).to(device)
+    model = wrap(build_model(spec.model, channels, size, data.num_classes).to(device), spec.parallel)
     generator = torch.Generator().manual_seed(seed)
     sample = normalize(data.train_images[:SAMPLE_SIZE], mean, std).to(device)
     steps_per_epoch = math.ceil(data.train_images.shape[0] / spec.batch_size)
     setup = Setup(steps_per_epoch, spec.epochs, sample, data.train_labels[:SAMPLE_SIZE].to(device),
                   data.num_classes)
-    optimizer, scheduler = strategy.build(model, setup)
+    optimizer, scheduler = strategy.build(unwrap(model), setup)
     feeds_loss = isinstance(optimizer, DALS)  # DALS's phase detector reads the training loss
     augment = crop_and_flip(padding=4) if spec.augment else None
     every = spec.sharpness_every or _SHARPNESS_EVERY.get()
+    parallel = spec.parallel != "none"
+    if every and parallel:
+        raise ValueError("the sharpness monitor runs in one process: it does not take parallel runs")
     monitor = _monitor(model, optimizer, data, mean, std, device, every) if every else None
 
     epochs: list[dict[str, Any]] = []
@@ -155,8 +164,14 @@ def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float
         for i, (x, y) in enumerate(batches(data.train_images, data.train_labels, spec.batch_size, shuffle=True,
                                            generator=generator, augment=augment, mean=mean, std=std,
                                            device=device)):
+            rows = y.shape[0]
+            if parallel:
+                x, y = share(x, y)  # this rank's rows
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            share_loss = F.cross_entropy(logits, y)
+            # weighted so that the mean over the ranks is the union batch's mean (weight 1 for even shares)
+            weight = share_weight(y.shape[0], rows) if parallel else 1.0
+            loss = share_loss if weight == 1.0 else share_loss * weight
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             _sync(device)
@@ -169,7 +184,7 @@ def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float
                 scheduler.step()
             _sync(device)
             step_time += time.perf_counter() - t0
-            loss_sum += loss.detach() * y.shape[0]
+            loss_sum += share_loss.detach() * y.shape[0]
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.shape[0]
             if monitor is not None:
@@ -181,6 +196,10 @@ def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float
                 progress(epoch, i + 1)
         _sync(device)
         train_time += time.perf_counter() - start - epoch_sharpness
+        if parallel:
+            seen_t = torch.tensor(seen, dtype=torch.int64, device=device)
+            sum_over_ranks(loss_sum, correct, seen_t)
+            seen = int(seen_t)
         sharpness_time += epoch_sharpness
         train_loss = float(loss_sum) / seen
         val_loss, val_acc = evaluate(model, data.val_images, data.val_labels, mean, std, device)
