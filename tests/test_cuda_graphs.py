@@ -15,17 +15,18 @@ A replay runs the kernels of an eager step on the same inputs, so params, every 
 and the state_dict must be bitwise equal; and every non-empty param must have moved during the replays (a
 replay that did nothing, or reused the warmup's inputs, cannot pass).
 
-Optimizers whose constructor takes ``capturable`` get ``capturable=True`` (``torch.optim``'s convention).
-DALS keeps its schedule and loss phase on the host unless its constructor takes ``capturable``: a captured host
-schedule would replay one lr forever, so until then its rows are skipped with that reason. Everything is
-skipped where torch has no CUDA device.
+DALS is capturable only where its schedule clock and loss phase live on the device: a captured host schedule
+would replay one lr forever. So a DALS row first takes a step with a device loss under
+``torch.cuda.set_sync_debug_mode("error")`` (after one plain step, which may move its state to the device); a
+step that waits for the device keeps host state, and the row is skipped as not capturable, with the error.
+Everything is skipped where torch has no CUDA device.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
+from typing import Optional
 
 import pytest
 import torch
@@ -46,15 +47,10 @@ WARMUP, REPLAYS = 3, 8
 LR_DECAY = 0.9
 
 
-def capture_kwargs(cls: type) -> dict[str, bool]:
-    """``capturable=True`` where the constructor takes it."""
-    return {"capturable": True} if "capturable" in inspect.signature(cls).parameters else {}
-
-
 def build(info, params: list[torch.Tensor]) -> torch.optim.Optimizer:
     """The row's optimizer over two groups, each group's lr a float64 tensor on the device."""
     groups = [{"params": params[:FIRST_GROUP]}, {"params": params[FIRST_GROUP:]}]
-    opt = info.fused(groups, **capture_kwargs(info.fused_cls))
+    opt = info.fused(groups)
     for k, group in enumerate(opt.param_groups):
         group["lr"] = torch.tensor(float(group["lr"]) * (1.0 + 0.5 * k), dtype=F64, device=DEVICE)
     return opt
@@ -70,13 +66,36 @@ def feed(grads: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         g.copy_(v)
 
 
+def host_sync(info, problem: Problem) -> Optional[str]:
+    """The error of a step that waits for the device (a DALS step with a device loss, after a plain one), or
+    None if it does not."""
+    params = problem.params(device=DEVICE)
+    for p, g in zip(params, problem.grads(0)):
+        p.grad = g.to(DEVICE)
+    opt = build(info, params)
+    loss = torch.tensor(2.0, dtype=F64, device=DEVICE)
+    opt.step(loss=loss)
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        opt.step(loss=loss)
+    except RuntimeError as exc:
+        if "synchroniz" not in str(exc):
+            raise
+        return str(exc).splitlines()[0]
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
+    return None
+
+
 @pytest.mark.parametrize("info", optim_db, ids=OPTIM_IDS)
 def test_graph_replay_matches_eager(info):
-    if info.is_dals and not capture_kwargs(info.fused_cls):
-        pytest.skip("DALS keeps its schedule and loss phase on the host (its constructor has no capturable): "
-                    "not capturable")
     steps = WARMUP + REPLAYS
     problem = Problem(SHAPES, torch.float32, seed=61)
+    if info.is_dals:
+        why = host_sync(info, problem)
+        if why:
+            pytest.skip(f"not capturable: a DALS step waits for the device ({why})")
     step_grads = [[g.to(DEVICE) for g in problem.grads(k)] for k in range(steps)]
     losses = [torch.tensor(x, dtype=F64, device=DEVICE) for x in dals_losses(steps, seed=4)[0]]
 
