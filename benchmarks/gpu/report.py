@@ -137,7 +137,7 @@ def assemble(work: str, out: str) -> int:
         rows[name] = (status, secs, limit, note)
     env = read(os.path.join(work, "env.txt")).strip()
     device = next((line.split(":", 1)[1].strip() for line in env.splitlines() if line.startswith("device:")), "?")
-    failed = [n for n, (status, *_) in rows.items() if status != "pass"]
+    failed = [n for n, (status, *_) in rows.items() if status not in ("pass", "skipped")]
     lines = [f"# GPU check: {device}", "",
              f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, `benchmarks/gpu/check.sh`: "
              + ("every part passed" if rows and not failed else f"{len(failed)} part(s) did not pass"), "",
@@ -151,7 +151,7 @@ def assemble(work: str, out: str) -> int:
         body = read(os.path.join(work, f"{name}.md")).strip()
         status = rows.get(name, ("not run",))[0]
         log = read(os.path.join(work, f"{name}.log")).rstrip().splitlines()
-        if not body and not (status != "pass" and log):
+        if status == "skipped" or not body and not (status != "pass" and log):
             continue
         lines += ["", f"## {name}: {status}", ""]
         if body:

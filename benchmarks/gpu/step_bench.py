@@ -284,8 +284,9 @@ def count_calls(step: Callable[[], None], op_name: str, device: torch.device) ->
     except Exception as exc:  # a profiler that cannot start (no CUPTI) leaves the columns empty
         print(f"  profiler: {type(exc).__name__}: {exc}", flush=True)
         return None, None
-    launches = sum(n in LAUNCH_EVENTS for n in names) if device.type == "cuda" else None
-    return sum(n == op_name for n in names), launches
+    # every step launches kernels: none seen means the profiler saw no CUDA activity (CUPTI unavailable)
+    launches = sum(n in LAUNCH_EVENTS for n in names) if device.type == "cuda" else 0
+    return sum(n == op_name for n in names), launches or None
 
 
 def max_rel_err(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
