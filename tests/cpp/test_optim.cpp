@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/module.h>
+#include <torch/optim/schedulers/step_lr.h>
 #include <torch/serialize.h>
 
 #include <cmath>
@@ -242,6 +243,25 @@ TEST(ParamGroups, EachGroupStepsWithItsOwnOptions) {
   expect_equal(Params(together.begin() + 2, together.end()), second);
   // and the groups really differ: the second group's own rate moved its tensors differently
   EXPECT_EQ(static_cast<const optim::LARSOptions&>(both.param_groups()[1].options()).lr(), 0.05);
+}
+
+TEST(ParamGroups, LibTorchSchedulersSetEachGroupsLr) {
+  // torch::optim::StepLR reads and writes every group's lr through get_lr/set_lr; DALS's steps then use the
+  // scheduled lr times its own schedule factor.
+  Params p = make_params(torch::kFloat32);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(Params(p.begin(), p.begin() + 2));
+  groups.emplace_back(Params(p.begin() + 2, p.end()), std::make_unique<optim::DALSOptions>(optim::DALSOptions().lr(0.1)));
+  optim::DALS dals(groups, optim::DALSOptions().lr(0.02));
+  // LibTorch's StepLR multiplies by gamma on its calls number 2, 4, ... (counting from 0): twice in 5 calls.
+  torch::optim::StepLR scheduler(dals, /*step_size=*/2, /*gamma=*/0.5);
+  for (int64_t k = 0; k < 5; ++k) {
+    set_grads(p, k);
+    dals.step();
+    scheduler.step();
+  }
+  EXPECT_DOUBLE_EQ(dals.param_groups()[0].options().get_lr(), 0.02 * 0.25);
+  EXPECT_DOUBLE_EQ(dals.param_groups()[1].options().get_lr(), 0.1 * 0.25);
 }
 
 TEST(ParamGroups, ZeroLrMultFreezesATensor) {
