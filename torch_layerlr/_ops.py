@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Recipe", "fused_step_", "fused_step_check", "tensor_norms", "dals_phase_"]
+__all__ = ["Recipe", "fused_step_", "fused_step_check", "tensor_norms", "dals_phase_", "dals_advance_"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +130,33 @@ def dals_phase_(
     )
 
 
+def dals_advance_(
+    clock: Tensor,
+    scale: Tensor,
+    detector: Tensor,
+    filter_coef: Tensor,
+    loss: Optional[Tensor],
+    found_inf: Optional[Tensor],
+    *,
+    variant: str,
+    schedule: bool,
+    total_steps: int,
+    warmup_frac: float,
+    restart_mult: int,
+    tau1: float,
+    tau2: float,
+    phase_alpha: Sequence[float],
+    phase_gate: Sequence[float],
+) -> None:
+    """DALS's global state for one step, where its tensors are (no host sync): unless ``found_inf`` is set,
+    feed ``loss`` (if given) to the phase detector, advance the clock [step, cycle, cycle length] and write the
+    step's schedule factor into ``scale``."""
+    torch.ops.layerlr.dals_advance_(
+        clock, scale, detector, filter_coef, loss, found_inf, variant=variant, schedule=schedule,
+        total_steps=total_steps, warmup_frac=warmup_frac, restart_mult=restart_mult, tau1=tau1, tau2=tau2,
+        phase_alpha=list(phase_alpha), phase_gate=list(phase_gate))
+
+
 # Fake kernels: shapes only, for FakeTensor tracing (torch.compile, opcheck). The mutating ops return nothing.
 # NOTE: [meta is all or nothing]
 # A call with one meta tensor among real ones is dispatched here (Meta outranks CPU and CUDA). Doing nothing
@@ -191,4 +218,11 @@ def _tensor_norms_fake(tensors):
 @torch.library.register_fake("layerlr::dals_phase_")
 def _dals_phase_fake(detector, filter_coef, loss, **kwargs) -> None:
     _check_not_mixed_meta("dals_phase_", dict(detector=detector, filter_coef=filter_coef, loss=loss))
+    return None
+
+
+@torch.library.register_fake("layerlr::dals_advance_")
+def _dals_advance_fake(clock, scale, detector, filter_coef, loss, found_inf, **kwargs) -> None:
+    _check_not_mixed_meta("dals_advance_", dict(clock=clock, scale=scale, detector=detector, filter_coef=filter_coef,
+                                                loss=loss, found_inf=found_inf))
     return None

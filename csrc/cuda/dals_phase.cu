@@ -7,37 +7,15 @@
 #include "c10_cuda.cuh"
 #include "../cpu/cpu_backend.h"
 #include "../engine/op_entry.h"
+#include "dals_phase.cuh"
 #include "device_values.cuh"
 
 namespace layerlr::cuda {
-namespace {
 
-struct PhaseTable {
-  double alpha[3], gate[3];
-};
-
-// detector = [loss EMA, calls seen, phase]; filter_coef = [alpha, gate] of the phase, read by fused_step_.
 __global__ void dals_phase_kernel(const DeviceValues detector, const DeviceValues filter_coef,
                                   const DeviceValues loss, const double tau1, const double tau2,
                                   const PhaseTable table) {
-  const double value = loss[0];
-  const double seen = detector[1];
-  double ema = detector[0], phase = detector[2];
-  if (seen == 0.0) {
-    ema = value;  // the first loss seeds the EMA; the phase stays where it is (0)
-  } else {
-    const double prev = ema;
-    ema = 0.95 * ema + 0.05 * value;
-    const double scale = ::fabs(prev) < 1e-8 ? 1e-8 : ::fabs(prev);  // std::max(|prev|, 1e-8), NaN included
-    const double delta = (prev - ema) / scale;
-    phase = delta > tau1 ? 0.0 : (delta > tau2 ? 1.0 : 2.0);
-  }
-  detector.store(0, ema);
-  detector.store(1, seen + 1.0);
-  detector.store(2, phase);
-  const int k = phase == 0.0 ? 0 : (phase == 1.0 ? 1 : 2);
-  filter_coef.store(0, table.alpha[k]);
-  filter_coef.store(1, table.gate[k]);
+  phase_step(detector, filter_coef, loss[0], tau1, tau2, table);
 }
 
 void dals_phase(const at::Tensor& detector, const at::Tensor& filter_coef, const at::Tensor& loss, double tau1,
@@ -55,18 +33,13 @@ void dals_phase(const at::Tensor& detector, const at::Tensor& filter_coef, const
   const c10::cuda::CUDAGuard guard(device);
   std::vector<at::Tensor> keep;
   const at::Tensor loss_here = loss.device() == device ? loss : loss.to(device);
-  PhaseTable table;
-  for (int k = 0; k < 3; ++k) {
-    table.alpha[k] = phase_alpha[k];
-    table.gate[k] = phase_gate[k];
-  }
+  const PhaseTable table = make_phase_table(phase_alpha, phase_gate);
   dals_phase_kernel<<<1, 1, 0, c10::cuda::getCurrentCUDAStream()>>>(
       writable_device_values(detector, "detector"), writable_device_values(filter_coef, "filter_coef"),
       device_values(loss_here, keep), tau1, tau2, table);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-}  // namespace
 }  // namespace layerlr::cuda
 
 TORCH_LIBRARY_IMPL(layerlr, CUDA, m) {

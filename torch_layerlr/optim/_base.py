@@ -60,7 +60,14 @@ def _new_step(value: float, device: torch.device) -> Tensor:
 
 
 def _lr_tensor(lr: Any, device: torch.device) -> Tensor:
-    """The group's lr as the engine's float64 ``lr`` tensor on ``device`` (no host sync on a GPU)."""
+    """The group's lr as the engine's float64 ``lr`` tensor on ``device`` (no host sync on a GPU).
+
+    NOTE: [lr under torch.compile] A Python-float lr that a scheduler changes becomes a symbolic float after
+    one recompilation (as for torch's own optimizers); ``torch.as_tensor`` / ``torch.full`` of it would
+    specialize it again and recompile every step, a product with a tensor keeps it symbolic.
+    """
+    if torch.compiler.is_compiling() and not isinstance(lr, Tensor):
+        return torch.ones((), dtype=torch.float64, device=device) * lr
     if device.type == "cpu":
         return torch.as_tensor(lr, dtype=torch.float64, device=device)
     if isinstance(lr, Tensor):
@@ -298,26 +305,36 @@ class FusedOptimizer(Optimizer):
 
     def _add_to_bucket(self, builder: "_BucketBuilder", group_index: int, group: dict[str, Any], i: int,
                        p: Tensor) -> None:
-        where = f"state of param {i} of group {group_index}"
         current = self.state.get(p, {})
         entry = _StateEntry(p, current if p in self.state else None, {}, {})
+        names = builder.recipe.state_names
+        if not torch.compiler.is_compiling():  # a compiled step leaves these checks to the engine's
+            self._check_state(f"state of param {i} of group {group_index}", current, p, names)
         step = current.get("step", 0.0)
-        # A step on a device is checked for shape and dtype by the engine; reading its value here would wait
-        # for the device (checkpoints are checked on load, where the value is read once).
-        value = 0.0 if isinstance(step, Tensor) and step.device.type != "cpu" else \
-            check_step_value(f"{where}: 'step'", step)
         if isinstance(step, Tensor) and step.is_floating_point() and step.device == p.device:
             entry.used["step"] = step
-        else:  # e.g. a step loaded as an int, or on another device
-            entry.used["step"] = entry.new["step"] = _new_step(value, p.device)
-        for name in builder.recipe.state_names:
+        elif isinstance(step, Tensor):  # e.g. a step loaded as an integer tensor, or on another device
+            entry.used["step"] = entry.new["step"] = step.detach().to(p.device, torch.float32).reshape(()).clone()
+        else:
+            entry.used["step"] = entry.new["step"] = _new_step(float(step), p.device)
+        for name in names:
             if name in current:
-                check_state_tensor(f"{where}: {name!r}", current[name], p)
                 entry.used[name] = current[name]
             else:
                 entry.used[name] = entry.new[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
         w, b, t = self._tensor_settings(group, i, p)
         builder.add(group_index, entry, self._per_param(group, "lr_mult", i), w, b, 1.0 if t else 0.0)
+
+    @staticmethod
+    def _check_state(where: str, state: dict[str, Any], p: Tensor, names: tuple[str, ...]) -> None:
+        """What a user may have put into ``opt.state[p]``: a valid step and buffers the engine can use as they
+        are. A step on a device is checked by the engine: reading it here would wait for the device."""
+        step = state.get("step", 0.0)
+        if not (isinstance(step, Tensor) and step.device.type != "cpu"):
+            check_step_value(f"{where}: 'step'", step)
+        for name in names:
+            if name in state:
+                check_state_tensor(f"{where}: {name!r}", state[name], p)
 
 
 # The attributes every torch.optim.Optimizer has: its own __getstate__ keeps what it needs of them.

@@ -11,7 +11,6 @@ Paper-faithful by default, quirks included (they are the algorithm the paper mea
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -19,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from torch_layerlr import layers
-from torch_layerlr._ops import Recipe, dals_phase_
+from torch_layerlr._ops import Recipe, dals_advance_, dals_phase_
 from torch_layerlr.optim._base import FusedOptimizer, check_float, to_device
 
 __all__ = ["DALS", "VARIANTS"]
@@ -144,14 +143,25 @@ class DALS(FusedOptimizer):
         self._global = self._initial_global_state()
 
     # ---- the global (not per-parameter) state: step, SGDR cycle, loss phase -------------------------------
-    def _initial_global_state(self) -> dict[str, Any]:
+    # NOTE: [DALS global state on the device]
+    # The schedule clock, the step's lr factor, the phase detector and its filter coefficients are float64
+    # tensors kept where the params are (moved there at the first step) and advanced by one engine op
+    # (layerlr::dals_advance_), which also reads GradScaler's found_inf there: a DALS step never waits for the
+    # device, can be captured in a CUDA graph, and a compiled step does not recompile as the step count grows.
+    def _initial_global_state(self) -> dict[str, Tensor]:
         return {
-            "step": 0,
-            "cycle": 0,
-            "cycle_len": self.restart_steps,
+            "clock": torch.tensor([0.0, 0.0, float(self.restart_steps)], dtype=torch.float64),  # step, cycle, length
+            "scale": torch.ones(1, dtype=torch.float64),  # the last step's schedule factor
             "detector": torch.zeros(3, dtype=torch.float64),  # [loss EMA, losses seen, phase]
             "filter_coef": torch.tensor([self.phase_alpha[0], self.phase_gate[0]], dtype=torch.float64),
         }
+
+    def _advance(self, loss: Optional[Tensor], found_inf: Optional[Tensor]) -> None:
+        g = self._global
+        dals_advance_(g["clock"], g["scale"], g["detector"], g["filter_coef"], loss, found_inf,
+                      variant=self.variant, schedule=self.schedule, total_steps=self.total_steps,
+                      warmup_frac=self.warmup_frac, restart_mult=self.restart_mult, tau1=self.thresholds[0],
+                      tau2=self.thresholds[1], phase_alpha=self.phase_alpha, phase_gate=self.phase_gate)
 
     #: the forward-order recorder hooks the original's model: a copy does not take it (NOTE in _resolve_depths)
     _transient_attrs = FusedOptimizer._transient_attrs | {"_recorder"}
@@ -167,7 +177,10 @@ class DALS(FusedOptimizer):
 
     def state_dict(self) -> dict[str, Any]:
         out = super().state_dict()
-        out["dals"] = copy.deepcopy(self._global)
+        step, cycle, cycle_len = (int(v) for v in self._global["clock"].tolist())
+        out["dals"] = {"step": step, "cycle": cycle, "cycle_len": cycle_len,
+                       "detector": self._global["detector"].detach().cpu().clone(),
+                       "filter_coef": self._global["filter_coef"].detach().cpu().clone()}
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -179,7 +192,11 @@ class DALS(FusedOptimizer):
             saved = self._checked_global(state_dict["dals"])
             state_dict = {k: v for k, v in state_dict.items() if k != "dals"}
         super().load_state_dict(state_dict)  # checks the rest before anything is assigned
-        self._global = saved
+        device = self._global["clock"].device
+        self._global = {"clock": torch.tensor([saved["step"], saved["cycle"], saved["cycle_len"]],
+                                              dtype=torch.float64, device=device),
+                        "scale": torch.ones(1, dtype=torch.float64, device=device),
+                        "detector": saved["detector"].to(device), "filter_coef": saved["filter_coef"].to(device)}
 
     def _checked_global(self, saved: Any) -> dict[str, Any]:
         """A copy of a checkpoint's ``"dals"`` entry, every value checked."""
@@ -227,23 +244,9 @@ class DALS(FusedOptimizer):
 
     def schedule_factor(self) -> float:
         """The factor s of the step about to be taken (advances the global step and the SGDR cycle); 1 with
-        ``schedule=False``."""
-        g = self._global
-        g["step"] += 1
-        if not self.schedule:
-            return 1.0
-        if self.variant == "acc":
-            g["cycle"] += 1
-            if g["cycle"] >= g["cycle_len"]:
-                g["cycle"] = 0
-                g["cycle_len"] *= self.restart_mult
-            return 0.5 * (1.0 + math.cos(math.pi * g["cycle"] / g["cycle_len"]))
-        t = g["step"] - 1
-        warmup = math.floor(self.warmup_frac * self.total_steps)
-        if t < warmup:
-            return t / warmup
-        progress = min(1.0, (t - warmup) / (self.total_steps - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
+        ``schedule=False``. (:meth:`step` does this on the device; this reads the factor back.)"""
+        self._advance(None, None)
+        return float(self._global["scale"])
 
     # ---- the step --------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -254,30 +257,37 @@ class DALS(FusedOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        found_inf = getattr(self, "found_inf", None)
-        # The schedule and the loss phase are host state, so a skipped step must be known here: for a found_inf
-        # on a GPU this read waits for the device (the one host sync of a DALS step under GradScaler).
-        if found_inf is not None and bool(found_inf):
-            return loss  # GradScaler skips this step: nothing moves, no loss is counted, the schedule waits
         if loss is not None:
             loss = self._check_loss(loss)
         self._resolve_depths()
-        plans, calls = self._prepare_step()  # every group and call checked (NOTE: [atomic steps] in _base.py)
-        # Only now does global state move; the lr of each call is the group's times the schedule's factor.
-        saved = {k: v.clone() if isinstance(v, Tensor) else v for k, v in self._global.items()}
+        plan, calls = self._prepare_step()  # every group and call checked (NOTE: [atomic steps] in _base.py)
+        if calls:
+            self._place_global(calls[0].params[0].device)
+        # Only now does global state move (NOTE: [DALS global state on the device]); GradScaler's found_inf
+        # stops it, and the step, where they are. The lr of each call is its groups' times the schedule factor.
+        g = self._global
+        saved = {k: v.clone() for k, v in g.items()}
         try:
-            if loss is not None:
-                self.update_phase(loss)
-            scale = self.schedule_factor()
+            device = g["clock"].device
+            loss_value = None if loss is None else (
+                loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss), dtype=torch.float64))
+            found_inf = getattr(self, "found_inf", None)
+            self._advance(loss_value, None if found_inf is None else found_inf.to(device, non_blocking=True))
             for call in calls:
-                call.kwargs["lr"] = call.kwargs["lr"] * scale
+                here = call.params[0].device
+                call.kwargs["lr"] = call.kwargs["lr"] * g["scale"].to(here, non_blocking=True)
                 if call.kwargs["filter_coef"] is not None:
-                    call.kwargs["filter_coef"] = to_device(self._global["filter_coef"], call.params[0].device)
-            self._run_calls(plans, calls)
+                    call.kwargs["filter_coef"] = g["filter_coef"].to(here, non_blocking=True)
+            self._run_calls(plan, calls)
         except BaseException:
             self._global = saved
             raise
         return loss
+
+    def _place_global(self, device: torch.device) -> None:
+        """Moves the global state to the params' device (once: NOTE: [DALS global state on the device])."""
+        if self._global["clock"].device != device:
+            self._global = {k: v.to(device) for k, v in self._global.items()}
 
     @staticmethod
     def _check_loss(loss: Union[float, Tensor]) -> Union[float, Tensor]:

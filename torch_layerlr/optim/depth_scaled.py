@@ -63,6 +63,9 @@ class DepthScaledSGD(LayerwiseSGD):
     def __init__(self, params: Iterable, mu_xx: Optional[float], mu_yx: Optional[float],
                  depth: Optional[int] = None, tau: float = 1.0, arch: str = "chain", momentum: float = 0.0, *,
                  sharpness: Optional[float] = None, **kwargs: Any) -> None:
+        if isinstance(params, Tensor):  # torch.optim's error, before the tensor's rows are taken for params
+            raise TypeError("params argument given to the optimizer should be an iterable of Tensors or dicts, "
+                            f"but got {type(params).__module__}.{type(params).__name__}")
         params = list(params)
         if depth is None:
             depth = _num_tensors(params)

@@ -33,7 +33,7 @@ class LARS(FusedOptimizer):
 
     Args:
         params: parameters or param groups (groups may set ``lr_mult``, a float or one float per parameter).
-        lr: base learning rate :math:`\eta`.
+        lr: base learning rate :math:`\eta` (default 1e-3, as ``torch.optim.SGD``; groups may set their own).
         momentum: :math:`\mu`.
         weight_decay: :math:`\beta`.
         trust_coefficient: :math:`\gamma` (the paper's "trust" coefficient).
@@ -45,7 +45,7 @@ class LARS(FusedOptimizer):
         maximize: maximize the objective.
     """
 
-    def __init__(self, params: Iterable, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+    def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
                  trust_coefficient: float = 0.001, eps: float = 0.0, nesterov: bool = False,
                  exclude_1d: bool = True, grokfast_alpha: Optional[float] = None, grokfast_lambda: float = 2.0,
                  lr_mult: LrMult = 1.0, *, maximize: bool = False) -> None:
