@@ -2,6 +2,8 @@
 #              comparison on Fashion-MNIST (synthetic data if it is not installed), results in out/train/
 # make test  : build and run the test suite
 # make bench : build and run the step-throughput benchmark
+# make asan-test : the test suite against an AddressSanitizer + UBSan build of the extension (build/asan/)
+# make fuzz  : the op-boundary fuzz with >= 5000 examples (LAYERLR_FUZZ_EXAMPLES to change)
 # make cpp   : configure, build and install the C++ library (build/cpp, installed into install/)
 # make cpp-example : build the C++ example against the installed package and train 1 epoch
 # Each target bootstraps .venv (torch==2.13.0 + requirements.txt) and builds the extension in place.
@@ -13,7 +15,7 @@ DEPS := $(VENV)/.deps-installed
 EXT := $(VENV)/.ext-built
 SOURCES := setup.py $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cuh' -o -name '*.cu')
 
-.PHONY: run test bench build clean cpp cpp-deps cpp-example
+.PHONY: run test bench build clean asan-test fuzz cpp cpp-deps cpp-example
 
 run: $(EXT)
 	$(PY) -m torch_layerlr validate --out out/validate
@@ -31,6 +33,23 @@ bench: $(EXT)
 	$(PY) benchmarks/step_throughput.py
 
 build: $(EXT)
+
+# NOTE: [sanitizer build] (setup.py). The instrumented extension goes into build/asan/pkg/torch_layerlr (a copy
+# of the package), which PYTHONPATH puts before the source tree. Python is not instrumented, so the runtimes are
+# preloaded; leaks are not reported (CPython keeps its objects alive at exit); any other report aborts.
+ASAN_PKG := build/asan/pkg
+ASAN_TESTS ?= tests --ignore-glob="tests/test_cpp_*.py"  # the C++ API tests run LibTorch programs, not the extension
+asan-test: $(DEPS)
+	LAYERLR_SANITIZE=1 MAX_JOBS=2 $(PY) setup.py -q build_ext --build-lib build/asan/lib --build-temp build/asan/tmp
+	rm -rf $(ASAN_PKG) && mkdir -p $(ASAN_PKG)
+	cp -r torch_layerlr $(ASAN_PKG)/ && rm -f $(ASAN_PKG)/torch_layerlr/_C*.so
+	cp build/asan/lib/torch_layerlr/_C*.so $(ASAN_PKG)/torch_layerlr/
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	LAYERLR_EXPECT_SANITIZER=1 PYTHONPATH=$(CURDIR)/$(ASAN_PKG) $(PY) -P -m pytest -q -p no:cacheprovider $(ASAN_TESTS)
+
+fuzz: $(EXT)
+	LAYERLR_FUZZ_EXAMPLES=$${LAYERLR_FUZZ_EXAMPLES:-5000} $(PY) -m pytest -q -s tests/test_fuzz_op.py
 
 # ---- the C++ library (CMakeLists.txt), its tests and example -------------------------------------------------
 CPP_BUILD := build/cpp
