@@ -15,7 +15,7 @@ contributes from coordinate 0 of that dimension only, so the sum counts it once 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -55,23 +55,38 @@ def reduce_sq_norms(entries: Sequence[tuple[Sequence[Tensor], Tensor]]) -> int:
     squared norms (the norms call of a split step). Rows of plain-tensor params (whole on this rank) are left
     as they are. Returns the number of collectives issued: one per distinct mesh, none without DTensors.
     """
-    # per mesh: the (sq_norms, rows, this rank contributes) of each entry
-    by_mesh: dict[object, list[tuple[Tensor, Tensor, Tensor]]] = defaultdict(list)
+    # per mesh: the (sq_norms, rows or None for all of them, this rank contributes) of each entry
+    by_mesh: dict[object, list[tuple[Tensor, Optional[Tensor], Optional[Tensor]]]] = defaultdict(list)
+    contributes: dict[tuple, bool] = {}  # by (mesh, placements): one look-up per layout, not per tensor
     for params, sq in entries:
         rows: dict[object, tuple[list[int], list[bool]]] = defaultdict(lambda: ([], []))
         for i, p in enumerate(params):
             if isinstance(p, DTensor):
+                layout = (p.device_mesh, p.placements)
+                if layout not in contributes:
+                    contributes[layout] = _contributes(p)
                 index, keep = rows[p.device_mesh]
                 index.append(i)
-                keep.append(_contributes(p))
+                keep.append(contributes[layout])
         for mesh, (index, keep) in rows.items():
-            by_mesh[mesh].append((sq, torch.tensor(index, device=sq.device),
-                                  torch.tensor(keep, device=sq.device).unsqueeze(1)))
+            if len(index) == len(params) and all(keep):  # the usual case (FSDP2): every row, as it is
+                by_mesh[mesh].append((sq, None, None))
+            else:
+                by_mesh[mesh].append((sq, torch.tensor(index, device=sq.device),
+                                      torch.tensor(keep, device=sq.device).unsqueeze(1)))
     for mesh, parts in by_mesh.items():
-        packed = torch.cat([torch.where(keep, sq.index_select(0, index), 0.0) for sq, index, keep in parts])
+        if len(parts) == 1 and parts[0][1] is None:
+            dist.all_reduce(parts[0][0], op=dist.ReduceOp.SUM, group=_group(mesh))
+            continue
+        packed = torch.cat([sq if index is None else torch.where(keep, sq.index_select(0, index), 0.0)
+                            for sq, index, keep in parts])
         dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=_group(mesh))
         offset = 0
         for sq, index, _ in parts:
-            sq.index_copy_(0, index, packed[offset:offset + len(index)])
-            offset += len(index)
+            size = len(sq) if index is None else len(index)
+            if index is None:
+                sq.copy_(packed[offset:offset + size])
+            else:
+                sq.index_copy_(0, index, packed[offset:offset + size])
+            offset += size
     return len(by_mesh)
