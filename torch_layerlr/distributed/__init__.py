@@ -6,6 +6,9 @@
 - :mod:`.step`: an optimizer step over sharded params: element-wise recipes in one call per bucket, trust-ratio
   recipes split around that one collective (NOTE: [split trust step] in ``csrc/engine/step_args.h``).
 - :mod:`.loss`: the mean of a scalar over a process group (DALS's loss phase is global).
+- :mod:`.checkpoint`: an optimizer's global state in the first param group, where DCP carries it.
+- :mod:`.data_parallel`: training runs under torchrun (DDP / FSDP2, each rank its share of every batch).
+- :mod:`.comms`: a log of the collectives a piece of code issues (tests, benchmarks).
 """
 
 from torch_layerlr.distributed.loss import global_mean
