@@ -296,6 +296,9 @@ for name in build test_cuda graphs memcheck big_tensor bench; do
 done >"$OUTDIR/logs.txt"
 
 failed=$(awk -F'\t' '$2 != "pass" && $2 != "skipped"' "$WORK/parts.tsv" | wc -l)
+# the summary tables last, where a reader of the output looks first
+awk '/^\| part /{p=1} p&&/^$/{p=0} p' "$OUTDIR/report.md"
+awk '/^\*\*Acceptance/{a=1} a{print; if (/^$/ && ++b == 2) exit}' "$OUTDIR/report.md"
 log "done in $((SECONDS - START)) s: $failed part(s) did not pass; $OUTDIR/report.md"
 rm -rf "$WORK"
 [ "$failed" -eq 0 ]
