@@ -266,6 +266,21 @@ part_bench() {
   record bench "$(status_of $RC)" "$ELAPSED" "$limit" "exit $RC; $(grep '^acceptance:' "$WORK/bench.log" | tail -1)"
 }
 
+# snapshot: OUTDIR/report.md and OUTDIR/logs.txt from what has run so far (also mid-run: a run stopped from
+# outside still leaves the parts it finished)
+snapshot() {
+  if ! "$PY" "$REPORT" assemble "$WORK" "$OUTDIR/report.md"; then
+    { echo "# GPU check (report.py failed: the parts as recorded)"; echo; cat "$WORK/env.txt" "$WORK/parts.tsv"; } \
+      >"$OUTDIR/report.md"
+  fi
+  for name in build test_cuda graphs memcheck big_tensor bench; do
+    if [ -f "$WORK/$name.log" ]; then
+      printf '\n===== %s =====\n' "$name"
+      tail -n 3000 "$WORK/$name.log"
+    fi
+  done >"$OUTDIR/logs.txt"
+}
+
 # ---- the run ---------------------------------------------------------------------------------------------------
 log "work directory $WORK, report into $OUTDIR"
 environment
@@ -273,27 +288,19 @@ copy_tree
 : >"$WORK/parts.tsv"
 
 if part_build; then
+  snapshot
   wanted test_cuda && part_test_cuda &
   wanted memcheck && part_memcheck &
   (wanted graphs && part_graphs; wanted big_tensor && part_big_tensor) &
   wait
+  snapshot
   wanted bench && part_bench
 else
   for name in test_cuda graphs memcheck big_tensor bench; do
     record "$name" "not run" 0 0 "no extension: the build failed"
   done
 fi
-
-if ! "$PY" "$REPORT" assemble "$WORK" "$OUTDIR/report.md"; then
-  { echo "# GPU check (report.py failed: the parts as recorded)"; echo; cat "$WORK/env.txt" "$WORK/parts.tsv"; } \
-    >"$OUTDIR/report.md"
-fi
-for name in build test_cuda graphs memcheck big_tensor bench; do
-  if [ -f "$WORK/$name.log" ]; then
-    printf '\n===== %s =====\n' "$name"
-    tail -n 3000 "$WORK/$name.log"
-  fi
-done >"$OUTDIR/logs.txt"
+snapshot
 
 failed=$(awk -F'\t' '$2 != "pass" && $2 != "skipped"' "$WORK/parts.tsv" | wc -l)
 # the summary tables last, where a reader of the output looks first
