@@ -51,6 +51,8 @@ CASES = {
     "dals_fast": lambda p: DALS([{"params": p, "lr_mult": [1.0, 0.5, 2.0, 1.5], "depth_ratio": 0.25}],
                                 variant="fast", total_steps=30),
     "dals_acc": lambda p: DALS(p, variant="acc", restart_steps=5, restart_mult=2, lr=0.05),
+    "dals_no_schedule": lambda p: DALS(p, lr=0.01, schedule=False),
+    "lars_default_lr": lambda p: LARS(p),
     "depth_scaled_res2": lambda p: DepthScaledSGD(p, 1.3, 2.1, arch="res2", tau=2.0, momentum=0.5),
     "depth_scaled_chain": lambda p: DepthScaledSGD(p, 0.7, 1.9, weight_decay=0.01),
 }

@@ -16,7 +16,6 @@ namespace torch_layerlr::optim {
 namespace {
 
 using torch::optim::OptimizerOptions;
-constexpr double kPi = 3.14159265358979323846;  // math.pi
 constexpr double kInf = std::numeric_limits<double>::infinity();
 // The clamp of the trust ratio, as published.
 constexpr double kRatioMin = 0.2, kRatioMax = 5.0;
@@ -84,7 +83,7 @@ DALSOptions::DALSOptions(const std::string& variant) : variant_(variant) {
 #define DALS_FIELDS(X)                                                                                       \
   X(double, lr) X(double, momentum) X(double, weight_decay) X(double, trust_coefficient) X(double, alpha)   \
   X(std::optional<double>, warmup_frac) X(int64_t, total_steps) X(int64_t, restart_steps)                    \
-  X(int64_t, restart_mult) X(std::vector<double>, depth_ratio) X(std::vector<double>, lr_mult)               \
+  X(int64_t, restart_mult) X(bool, schedule) X(std::vector<double>, depth_ratio) X(std::vector<double>, lr_mult)  \
   X(bool, maximize)
 
 void DALSOptions::serialize(torch::serialize::OutputArchive& archive) const {
@@ -141,12 +140,17 @@ void DALS::check_options(const OptimizerOptions& options, size_t num_params) con
 }
 
 DALS::Global DALS::initial_global() const {
-  Global g;
-  g.cycle_len = options().restart_steps();
-  g.detector = at::zeros({3}, at::kDouble);
-  g.filter_coef = at::tensor(std::vector<double>{phase_alpha_[0], phase_gate_[0]}, at::kDouble);
-  return g;
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  return {at::tensor(std::vector<double>{0.0, 0.0, static_cast<double>(options().restart_steps())}, f64),
+          at::ones({1}, f64), at::zeros({3}, f64),
+          at::tensor(std::vector<double>{phase_alpha_[0], phase_gate_[0]}, f64)};
 }
+
+DALS::Global DALS::Global::to(const torch::Device& device) const {
+  return {clock.to(device), scale.to(device), detector.to(device), filter_coef.to(device)};
+}
+
+DALS::Global DALS::Global::clone() const { return {clock.clone(), scale.clone(), detector.clone(), filter_coef.clone()}; }
 
 int64_t DALS::phase() const { return static_cast<int64_t>(global_.detector[2].item<double>()); }
 
@@ -157,24 +161,18 @@ void DALS::update_phase(const torch::Tensor& loss) {
 
 void DALS::update_phase(double loss) { update_phase(at::scalar_tensor(loss, at::kDouble)); }
 
-double DALS::schedule_factor() {
+void DALS::advance(const torch::Tensor& loss) {
   const DALSOptions& o = options();
-  Global& g = global_;
-  g.step += 1;
-  if (o.variant() == "acc") {
-    g.cycle += 1;
-    if (g.cycle >= g.cycle_len) {
-      g.cycle = 0;
-      g.cycle_len *= o.restart_mult();
-    }
-    return 0.5 * (1.0 + std::cos(kPi * static_cast<double>(g.cycle) / static_cast<double>(g.cycle_len)));
-  }
-  const int64_t t = g.step - 1;
-  const int64_t warmup = static_cast<int64_t>(std::floor(*o.warmup_frac() * static_cast<double>(o.total_steps())));
-  if (t < warmup) return static_cast<double>(t) / static_cast<double>(warmup);
-  const double progress =
-      std::min(1.0, static_cast<double>(t - warmup) / static_cast<double>(o.total_steps() - warmup));
-  return 0.5 * (1.0 + std::cos(kPi * progress));
+  dals_advance_(global_.clock, global_.scale, global_.detector, global_.filter_coef,
+                loss.defined() ? std::optional<torch::Tensor>(loss.detach()) : std::nullopt, std::nullopt, o.variant(),
+                o.schedule(), o.total_steps(), o.warmup_frac().value_or(0.0), o.restart_mult(), tau1_, tau2_,
+                phase_alpha_, phase_gate_);
+}
+
+double DALS::schedule_factor() {
+  at::NoGradGuard no_grad;
+  advance(torch::Tensor());
+  return global_.scale.item<double>();
 }
 
 torch::Tensor DALS::step(LossClosure closure) {
@@ -185,15 +183,16 @@ torch::Tensor DALS::step(LossClosure closure) {
     loss = closure();
   }
   PreparedStep prepared = prepare_step();  // every group and call checked (NOTE: [atomic steps])
-  // Only now does global state move; the lr of each call is the group's times the schedule's factor.
-  const Global saved{global_.step, global_.cycle, global_.cycle_len, global_.detector.clone(),
-                     global_.filter_coef.clone()};
+  if (!prepared.buckets.empty() && global_.clock.device() != prepared.buckets[0].device) {
+    global_ = global_.to(prepared.buckets[0].device);  // once: the global state lives where the params are
+  }
+  // Only now does global state move; the lr of each call is its group's times the schedule factor.
+  const Global saved = global_.clone();
   try {
-    if (loss.defined()) update_phase(loss);
-    const double scale = schedule_factor();
+    advance(loss);
     for (Bucket& b : prepared.buckets) {
-      b.inputs.lr = b.inputs.lr * scale;
-      if (b.inputs.filter_coef) b.inputs.filter_coef = filter_coef(param_groups_[b.group].options(), b.device);
+      b.inputs.lr = b.inputs.lr * global_.scale.to(b.device, /*non_blocking=*/true);
+      if (b.inputs.filter_coef) b.inputs.filter_coef = global_.filter_coef.to(b.device, /*non_blocking=*/true);
     }
     run(prepared);
   } catch (...) {
@@ -231,34 +230,36 @@ std::optional<torch::Tensor> DALS::filter_coef(const OptimizerOptions&, const to
   return device.is_cpu() ? global_.filter_coef : global_.filter_coef.to(device, /*non_blocking=*/true);
 }
 
+// As the Python state_dict's "dals" entry: the clock as integers, the detector and filter coefficients.
 void DALS::save_global(torch::serialize::OutputArchive& archive) const {
-  archive.write("step", c10::IValue(global_.step));
-  archive.write("cycle", c10::IValue(global_.cycle));
-  archive.write("cycle_len", c10::IValue(global_.cycle_len));
-  archive.write("detector", global_.detector);
-  archive.write("filter_coef", global_.filter_coef);
+  const torch::Tensor clock = global_.clock.cpu();
+  archive.write("step", c10::IValue(static_cast<int64_t>(clock[0].item<double>())));
+  archive.write("cycle", c10::IValue(static_cast<int64_t>(clock[1].item<double>())));
+  archive.write("cycle_len", c10::IValue(static_cast<int64_t>(clock[2].item<double>())));
+  archive.write("detector", global_.detector.cpu());
+  archive.write("filter_coef", global_.filter_coef.cpu());
 }
 
 std::function<void()> DALS::load_global(torch::serialize::InputArchive& archive) {
-  Global g;
   auto read_int = [&](const char* key, int64_t low) {
     c10::IValue v;
     TORCH_CHECK_VALUE(archive.try_read(key, v) && v.isInt() && v.toInt() >= low, "DALS state: ", key,
                       " must be an int >= ", low);
     return v.toInt();
   };
-  g.step = read_int("step", 0);
-  g.cycle = read_int("cycle", 0);
-  g.cycle_len = read_int("cycle_len", 1);
-  TORCH_CHECK_VALUE(archive.try_read("detector", g.detector) && g.detector.numel() == 3 &&
-                        g.detector.scalar_type() == at::kDouble,
+  const int64_t step = read_int("step", 0), cycle = read_int("cycle", 0), cycle_len = read_int("cycle_len", 1);
+  torch::Tensor detector, filter_coef;
+  TORCH_CHECK_VALUE(archive.try_read("detector", detector) && detector.numel() == 3 &&
+                        detector.scalar_type() == at::kDouble,
                     "DALS state: detector must be a float64 tensor [ema, seen, phase]");
-  TORCH_CHECK_VALUE(archive.try_read("filter_coef", g.filter_coef) && g.filter_coef.numel() == 2 &&
-                        g.filter_coef.scalar_type() == at::kDouble,
+  TORCH_CHECK_VALUE(archive.try_read("filter_coef", filter_coef) && filter_coef.numel() == 2 &&
+                        filter_coef.scalar_type() == at::kDouble,
                     "DALS state: filter_coef must be a float64 tensor [alpha, gate]");
-  g.detector = g.detector.cpu().contiguous();
-  g.filter_coef = g.filter_coef.cpu().contiguous();
-  return [this, g] { global_ = g; };
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  Global g{at::tensor(std::vector<double>{static_cast<double>(step), static_cast<double>(cycle),
+                                          static_cast<double>(cycle_len)}, f64),
+           at::ones({1}, f64), detector.reshape({3}).contiguous(), filter_coef.reshape({2}).contiguous()};
+  return [this, g] { global_ = g.to(global_.clock.device()); };
 }
 
 }  // namespace torch_layerlr::optim

@@ -32,6 +32,16 @@ const c10::TypedOperatorHandle<FusedStepFn>& fused_step_check_op() {
   return op;
 }
 
+using DalsAdvanceFn = void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&,
+                           const OptTensor&, c10::string_view, bool, int64_t, double, int64_t, double, double,
+                           at::ArrayRef<double>, at::ArrayRef<double>);
+
+const c10::TypedOperatorHandle<DalsAdvanceFn>& dals_advance_op() {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("layerlr::dals_advance_", "").typed<DalsAdvanceFn>();
+  return op;
+}
+
 const c10::TypedOperatorHandle<DalsPhaseFn>& dals_phase_op() {
   static const auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("layerlr::dals_phase_", "").typed<DalsPhaseFn>();
@@ -72,6 +82,15 @@ void fused_step_check(const StepTensors& t, const Recipe& r, const StepInputs& i
 void dals_phase_(const at::Tensor& detector, const at::Tensor& filter_coef, const at::Tensor& loss, double tau1,
                  double tau2, const std::vector<double>& phase_alpha, const std::vector<double>& phase_gate) {
   dals_phase_op().call(detector, filter_coef, loss, tau1, tau2, phase_alpha, phase_gate);
+}
+
+void dals_advance_(const at::Tensor& clock, const at::Tensor& scale, const at::Tensor& detector,
+                   const at::Tensor& filter_coef, const std::optional<at::Tensor>& loss,
+                   const std::optional<at::Tensor>& found_inf, const std::string& variant, bool schedule,
+                   int64_t total_steps, double warmup_frac, int64_t restart_mult, double tau1, double tau2,
+                   const std::vector<double>& phase_alpha, const std::vector<double>& phase_gate) {
+  dals_advance_op().call(clock, scale, detector, filter_coef, loss, found_inf, variant, schedule, total_steps,
+                         warmup_frac, restart_mult, tau1, tau2, phase_alpha, phase_gate);
 }
 
 }  // namespace torch_layerlr::optim

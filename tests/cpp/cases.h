@@ -96,6 +96,11 @@ inline const std::map<std::string, Factory>& cases() {
        [](const Params& p) {
          return make_unique<optim::DALS>(p, optim::DALSOptions("acc").restart_steps(5).restart_mult(2).lr(0.05));
        }},
+      {"dals_no_schedule",
+       [](const Params& p) {
+         return make_unique<optim::DALS>(p, optim::DALSOptions("dals").schedule(false).lr(0.01));
+       }},
+      {"lars_default_lr", [](const Params& p) { return make_unique<optim::LARS>(p); }},
       {"depth_scaled_res2",
        [](const Params& p) {
          return make_unique<optim::DepthScaledSGD>(

@@ -340,6 +340,18 @@ TEST(DALS, WarmupCosineScheduleAndFirstStepMovesNothing) {
   EXPECT_DOUBLE_EQ(dals.schedule_factor(), 1.0);  // t = 5: cosine at progress 0
   for (int64_t k = 7; k < 100; ++k) dals.schedule_factor();
   EXPECT_NEAR(dals.schedule_factor(), 0.5 * (1 + std::cos(M_PI * 94.0 / 95.0)), 1e-15);  // t = 99
+  optim::DALS unscheduled(clone_params(p), optim::DALSOptions("dals").schedule(false));
+  EXPECT_EQ(unscheduled.schedule_factor(), 1.0);  // the lr is left to an external scheduler
+}
+
+TEST(DALS, SgdrRestartsForVariantAcc) {
+  // cycle c advances first, restarts at the cycle length T_i (then T_i *= restart_mult); s = (1 + cos(pi c/T_i))/2
+  Params p = make_params(torch::kFloat64);
+  optim::DALS dals(p, optim::DALSOptions("acc").restart_steps(3).restart_mult(2));
+  const std::vector<std::pair<int, int>> cycle_and_length = {{1, 3}, {2, 3}, {0, 6}, {1, 6}, {2, 6}};
+  for (const auto& [c, length] : cycle_and_length) {
+    EXPECT_NEAR(dals.schedule_factor(), 0.5 * (1 + std::cos(M_PI * c / length)), 1e-15) << c << "/" << length;
+  }
 }
 
 TEST(DALS, LossPhaseFollowsTheLossEma) {

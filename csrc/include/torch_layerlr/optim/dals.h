@@ -21,7 +21,9 @@ namespace torch_layerlr::optim {
 ///   r = clamp(gamma ||theta|| / ||g^||, 0.2, 5)   (1 if ||theta|| = 0 or ||g^|| = 0)
 ///   m <- mu m + g^,   theta <- theta - lr s(k) m_l r m
 /// s: "dals"/"fast" warmup (floor(warmup_frac T) steps, from 0) then cosine to T = total_steps; "acc" SGDR
-/// (restart_steps, restart_mult). The loss phase comes from update_phase(loss) or the closure's loss.
+/// (restart_steps, restart_mult); 1 with schedule(false). The loss phase comes from update_phase(loss) or the
+/// closure's loss. The schedule clock, factor and phase are advanced by the engine (layerlr::dals_advance_) on the
+/// params' device, as in the Python class.
 ///
 /// The constructor's variant picks the published defaults of lr, momentum, weight_decay, alpha and
 /// warmup_frac ("acc" has no warmup); the setters override them. variant, alpha, warmup_frac, total_steps,
@@ -40,6 +42,8 @@ struct DALSOptions : public torch::optim::OptimizerCloneableOptions<DALSOptions>
   TORCH_ARG(int64_t, total_steps) = 10000;
   TORCH_ARG(int64_t, restart_steps) = 1000;
   TORCH_ARG(int64_t, restart_mult) = 2;
+  /// Apply the built-in schedule (default); false leaves the lr to an external scheduler.
+  TORCH_ARG(bool, schedule) = true;
   TORCH_ARG(std::vector<double>, depth_ratio) = std::vector<double>{0.5};
   TORCH_ARG(std::vector<double>, lr_mult) = std::vector<double>{1.0};
   TORCH_ARG(bool, maximize) = false;
@@ -64,7 +68,8 @@ class DALS : public FusedOptimizer {
   /// Feed the training loss of this step to the phase detector (before step()).
   void update_phase(const torch::Tensor& loss);
   void update_phase(double loss);
-  /// The factor s of the step about to be taken (advances the global step and the SGDR cycle).
+  /// The factor s of the step about to be taken (advances the global step and the SGDR cycle; the engine
+  /// computes it, this reads it back).
   double schedule_factor();
   /// The current loss phase: 0 (loss falling fast), 1 (falling), 2 (flat).
   int64_t phase() const;
@@ -83,15 +88,19 @@ class DALS : public FusedOptimizer {
   std::function<void()> load_global(torch::serialize::InputArchive& archive) override;
 
  private:
-  // The global (not per-parameter) state: step, SGDR cycle, loss phase (as the Python class's _global).
+  // The global (not per-parameter) state, float64 tensors where the params are (NOTE: [DALS global state on the
+  // device] in torch_layerlr/optim/dals.py).
   struct Global {
-    int64_t step = 0;
-    int64_t cycle = 0;
-    int64_t cycle_len = 0;
-    torch::Tensor detector;     // float64 [loss EMA, losses seen, phase]
-    torch::Tensor filter_coef;  // float64 [alpha, gate] of the current phase
+    torch::Tensor clock;        // [step, SGDR cycle, cycle length]
+    torch::Tensor scale;        // [the last step's schedule factor]
+    torch::Tensor detector;     // [loss EMA, losses seen, phase]
+    torch::Tensor filter_coef;  // [alpha, gate] of the current phase
+    Global to(const torch::Device& device) const;
+    Global clone() const;
   };
   Global initial_global() const;
+  /// One step of the global state (layerlr::dals_advance_), feeding `loss` to the detector when defined.
+  void advance(const torch::Tensor& loss);
 
   std::vector<double> phase_alpha_, phase_gate_;
   double tau1_ = 0.0, tau2_ = 0.0;

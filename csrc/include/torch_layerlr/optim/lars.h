@@ -12,10 +12,11 @@ namespace torch_layerlr::optim {
 /// eq. 6 and Algorithm 1 of You et al. (2017):
 ///   lambda_l = gamma ||w_l|| / (||g_l|| + beta ||w_l|| + eps)   (1 if ||w_l|| = 0 or ||g_l|| = 0)
 ///   v_l <- mu v_l + lr m_l lambda_l (g_l + beta w_l),   w_l <- w_l - v_l
-/// With exclude_1d, tensors with ndim <= 1 get lambda_l = 1 and no weight decay. lr has no default.
+/// With exclude_1d, tensors with ndim <= 1 get lambda_l = 1 and no weight decay. lr defaults to 1e-3 (as
+/// torch::optim::SGD).
 struct LARSOptions : public torch::optim::OptimizerCloneableOptions<LARSOptions> {
-  LARSOptions(double lr);
-  TORCH_ARG(double, lr);
+  LARSOptions(double lr = 1e-3);
+  TORCH_ARG(double, lr) = 1e-3;
   TORCH_ARG(double, momentum) = 0.9;
   TORCH_ARG(double, weight_decay) = 0.0;
   TORCH_ARG(double, trust_coefficient) = 0.001;
@@ -31,8 +32,8 @@ struct LARSOptions : public torch::optim::OptimizerCloneableOptions<LARSOptions>
 
 class LARS : public FusedOptimizer {
  public:
-  explicit LARS(const std::vector<torch::optim::OptimizerParamGroup>& param_groups, LARSOptions defaults);
-  explicit LARS(std::vector<torch::Tensor> params, LARSOptions defaults)
+  explicit LARS(const std::vector<torch::optim::OptimizerParamGroup>& param_groups, LARSOptions defaults = {});
+  explicit LARS(std::vector<torch::Tensor> params, LARSOptions defaults = {})
       : LARS({torch::optim::OptimizerParamGroup(std::move(params))}, std::move(defaults)) {}
 
  protected:

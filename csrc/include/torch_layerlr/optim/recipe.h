@@ -56,4 +56,13 @@ void fused_step_check(const StepTensors& tensors, const Recipe& recipe, const St
 void dals_phase_(const at::Tensor& detector, const at::Tensor& filter_coef, const at::Tensor& loss, double tau1,
                  double tau2, const std::vector<double>& phase_alpha, const std::vector<double>& phase_gate);
 
+/// layerlr::dals_advance_: DALS's global state for one step, where its tensors are: unless found_inf is set, feed
+/// loss (if given) to the phase detector, advance the clock [step, cycle, cycle length] and write the step's
+/// schedule factor into scale (1 with schedule = false).
+void dals_advance_(const at::Tensor& clock, const at::Tensor& scale, const at::Tensor& detector,
+                   const at::Tensor& filter_coef, const std::optional<at::Tensor>& loss,
+                   const std::optional<at::Tensor>& found_inf, const std::string& variant, bool schedule,
+                   int64_t total_steps, double warmup_frac, int64_t restart_mult, double tau1, double tau2,
+                   const std::vector<double>& phase_alpha, const std::vector<double>& phase_gate);
+
 }  // namespace torch_layerlr::optim
