@@ -205,7 +205,7 @@ class FusedOptimizer(Optimizer):
             if bucket.recipe.trust != "none" else None
         return _Call(bucket.owners, bucket.params, grads, bucket.states, bucket.steps, bucket.recipe, dict(
             lr=bucket.lr(groups, self._group_lr),
-            filter_coef=self._filter_coef(groups[bucket.group_ids[0]], device),
+            filter_coef=bucket.filter_coef,
             grad_scale=None if grad_scale is None else grad_scale.to(device, non_blocking=True),
             found_inf=None if found_inf is None else found_inf.to(device, non_blocking=True),
             trust_ratios=ratios,
@@ -298,7 +298,10 @@ class FusedOptimizer(Optimizer):
                 bucket_key = (recipe, p.device, p.dtype, filter_key)
                 builder = builders.get(bucket_key)
                 if builder is None:
-                    builder = builders[bucket_key] = _BucketBuilder(recipe, p.device, p.is_complex())
+                    # the filter's [alpha, gate] is made once here: a fresh host copy every step could not be
+                    # captured in a CUDA graph
+                    builder = builders[bucket_key] = _BucketBuilder(recipe, p.device, p.is_complex(),
+                                                                    self._filter_coef(group, p.device))
                 self._add_to_bucket(builder, group_index, group, i, p)
         return _Plan(key, [b.build() for b in builders.values()],
                      [list(group["params"]) for group in self.param_groups])
@@ -359,8 +362,9 @@ class _StateEntry:
 class _BucketBuilder:
     """Collects the tensors of one engine call, group by group, in the groups' order."""
 
-    def __init__(self, recipe: Recipe, device: torch.device, is_complex: bool) -> None:
-        self.recipe, self.device, self.complex = recipe, device, is_complex
+    def __init__(self, recipe: Recipe, device: torch.device, is_complex: bool,
+                 filter_coef: Optional[Tensor]) -> None:
+        self.recipe, self.device, self.complex, self.filter_coef = recipe, device, is_complex, filter_coef
         self.entries: list[_StateEntry] = []
         self.group_of: list[int] = []
         self.values: dict[str, list[float]] = {"lr_mult": [], "weight_decay": [], "blend": [], "trust_mask": []}
@@ -382,7 +386,7 @@ class _BucketBuilder:
             params=[_real(p) for p in owners],
             states={name: [_real(e.used[name]) for e in self.entries] for name in self.recipe.state_names},
             steps=[e.used["step"] for e in self.entries], inputs=inputs, entries=self.entries,
-            group_ids=group_ids, counts=to_device(torch.tensor(counts), self.device))
+            group_ids=group_ids, counts=to_device(torch.tensor(counts), self.device), filter_coef=self.filter_coef)
 
 
 @dataclasses.dataclass
@@ -400,13 +404,18 @@ class _Bucket:
     entries: list[_StateEntry]
     group_ids: list[int]           # the groups of the call, in order, and how many tensors each has
     counts: Tensor
+    filter_coef: Optional[Tensor]  # [alpha, gate] of the filter stage, if the recipe has one
 
     def lr(self, groups: list[dict[str, Any]], group_lr: Callable[[dict[str, Any]], Any]) -> Tensor:
         """The engine's lr: one value, or one per tensor when the call's groups differ in lr."""
         lrs = [group_lr(groups[g]) for g in self.group_ids]
-        if len(lrs) == 1 or (not any(isinstance(x, Tensor) for x in lrs) and len(set(lrs)) == 1):
+        floats = not any(isinstance(x, Tensor) for x in lrs)
+        if len(lrs) == 1 or (floats and len(set(lrs)) == 1):
             return _lr_tensor(lrs[0], self.device)
-        values = torch.stack([_lr_tensor(x, self.device) for x in lrs])
+        if floats and not torch.compiler.is_compiling():  # one small copy to the device, not one per group
+            values = to_device(torch.tensor(lrs, dtype=torch.float64), self.device)
+        else:
+            values = torch.stack([_lr_tensor(x, self.device) for x in lrs])
         return values.repeat_interleave(self.counts, output_size=len(self.params))
 
 
