@@ -12,8 +12,10 @@ Hessian block.
   :math:`q_l` is placed in row :math:`l` of a batch of vectors that are zero outside block :math:`l`, so one
   batched double backward (``is_grads_batched``) gives every :math:`H_{:l}q_l`, of which the rows of block
   :math:`l` are :math:`H_{ll}q_l`.
-* :class:`SharpnessMonitor`: both, every ``every`` steps on a fixed batch, warm-started from the previous
-  eigenvectors, recording :math:`\eta S`, :math:`\eta_l S_l` and what each measurement cost.
+* :class:`SharpnessMonitor`: both, every ``every`` steps on a fixed batch (by default a training batch's
+  size, :data:`MONITOR_BATCH`), in one batched iteration of global and layer rows that continues across
+  measurements (a few steps each, :data:`MONITOR_ITERS`), recording :math:`\eta S`, :math:`\eta_l S_l`, the
+  residuals (the accuracy reached) and what each measurement cost.
 
 Convergence: after :math:`k` Lanczos steps the top Ritz value :math:`\theta` of the tridiagonal :math:`T_k` has
 residual :math:`\|Hy - \theta y\| = \beta_k|s_k|` (:math:`s` the Ritz vector of :math:`T_k`, :math:`y = Q_ks`);
@@ -34,8 +36,10 @@ import numpy as np
 import torch
 from scipy.linalg import eigh_tridiagonal
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-__all__ = ["Eigenpair", "top_eigenvalue", "layer_sharpness", "module_groups", "SharpnessMonitor"]
+__all__ = ["Eigenpair", "top_eigenvalue", "layer_sharpness", "module_groups", "SharpnessMonitor", "MONITOR_BATCH",
+           "MONITOR_ITERS", "MONITOR_TOL"]
 
 Groups = Union[Mapping[str, Sequence[Tensor]], Sequence[Sequence[Tensor]]]
 
@@ -94,31 +98,31 @@ def _check_blocks(blocks: Sequence[Sequence[Tensor]], name: str) -> list[list[Te
     return out
 
 
-def _start_rows(start: Optional[Sequence[Sequence[Tensor]]], blocks: list[list[Tensor]], sizes: list[int],
-                n_max: int, seed: int, like: Tensor) -> Tensor:
-    """Unit start vectors, one row per block (zero beyond the block's size): ``start`` where given, else
-    standard normal draws from ``seed``."""
-    rows = torch.zeros(len(blocks), n_max, dtype=like.dtype, device=like.device)
+def _start_rows(start: Optional[Sequence[Optional[Sequence[Tensor]]]], blocks: list[list[Tensor]],
+                seed: int, like: Tensor) -> list[Tensor]:
+    """One unit start vector per block (flattened over its tensors): ``start[b]`` where given, else standard
+    normal draws from ``seed``."""
     gen = torch.Generator().manual_seed(int(seed))
-    for b, (block, n) in enumerate(zip(blocks, sizes)):
+    rows = []
+    for b, block in enumerate(blocks):
         if start is not None and start[b] is not None:
             vec = list(start[b])
             if len(vec) != len(block) or any(v.shape != p.shape for v, p in zip(vec, block)):
                 raise ValueError(f"start[{b}] must hold one tensor per parameter of block {b}, with its shape")
             row = torch.cat([v.detach().reshape(-1).to(like) for v in vec])
         else:
-            row = torch.randn(n, generator=gen, dtype=torch.float64).to(like)
+            row = torch.randn(sum(p.numel() for p in block), generator=gen, dtype=torch.float64).to(like)
         norm = float(row.double().norm())
         if not norm > 0 or not math.isfinite(norm):
             raise ValueError(f"start[{b}] must be a finite nonzero vector")
-        rows[b, :n] = row / norm
+        rows.append(row / norm)
     return rows
 
 
-def _lanczos(loss_fn: Callable[[], Tensor], blocks: list[list[Tensor]], iters: int, tol: float, seed: int,
-             start: Optional[Sequence[Sequence[Tensor]]] = None) -> list[Eigenpair]:
-    """Top eigenpair of every diagonal Hessian block, all blocks advanced together (see the module doc)."""
-    params = [p for block in blocks for p in block]
+def _closure_products(loss_fn: Callable[[], Tensor], params: list[Tensor]) -> Callable[[Tensor], Tensor]:
+    r"""``X -> X H`` for a batch of row vectors over ``params`` (flattened, concatenated), by double backward:
+    :math:`Hv = \nabla_\theta(\nabla_\theta\mathcal L\cdot v)` through one graph of ``loss_fn()`` kept for all
+    products (a batch of rows is one ``is_grads_batched`` backward)."""
     loss = loss_fn()
     if not isinstance(loss, Tensor) or loss.numel() != 1 or not loss.is_floating_point():
         raise ValueError("loss_fn must return a floating-point scalar tensor")
@@ -127,55 +131,87 @@ def _lanczos(loss_fn: Callable[[], Tensor], blocks: list[list[Tensor]], iters: i
     grads = torch.autograd.grad(loss.reshape(()), params, create_graph=True, allow_unused=True)
     # gradients that are constant in the parameters (None, or without a graph) have a zero Hessian row
     live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-    sizes = [sum(p.numel() for p in block) for block in blocks]
-    n_max, nb = max(sizes), len(blocks)
-    where = []  # (block, offset) of every parameter
-    for b, block in enumerate(blocks):
-        off = 0
-        for p in block:
-            where.append((b, off))
-            off += p.numel()
+    offsets = np.cumsum([0] + [p.numel() for p in params]).tolist()
 
-    def matvec(x: Tensor) -> Tensor:
+    def products(x: Tensor) -> Tensor:
         out = torch.zeros_like(x)
         if not live:
             return out
-        outputs = [grads[i] for i in live]
-        if nb == 1:
-            vs = [x[0, where[i][1]:where[i][1] + params[i].numel()].view_as(params[i]) for i in live]
-            hv = torch.autograd.grad(outputs, params, vs, retain_graph=True, allow_unused=True)
-            for i, (p, h) in enumerate(zip(params, hv)):
-                if h is not None:
-                    out[0, where[i][1]:where[i][1] + p.numel()] = h.reshape(-1)
-            return out
-        vs = []
-        for i in live:
-            b, off = where[i]
-            v = x.new_zeros((nb,) + tuple(params[i].shape))
-            v[b] = x[b, off:off + params[i].numel()].view_as(params[i])
-            vs.append(v)
-        hv = torch.autograd.grad(outputs, params, vs, retain_graph=True, allow_unused=True, is_grads_batched=True)
-        for i, (p, h) in enumerate(zip(params, hv)):
+        rows = x.shape[0]
+        vs = [x[:, offsets[i]:offsets[i + 1]].reshape((rows,) + tuple(params[i].shape)) for i in live]
+        if rows == 1:
+            hv = torch.autograd.grad([grads[i] for i in live], params, [v[0] for v in vs], retain_graph=True,
+                                     allow_unused=True)
+            hv = [None if h is None else h.unsqueeze(0) for h in hv]
+        else:
+            hv = torch.autograd.grad([grads[i] for i in live], params, vs, retain_graph=True, allow_unused=True,
+                                     is_grads_batched=True)
+        for i, h in enumerate(hv):
             if h is not None:
-                b, off = where[i]
-                out[b, off:off + p.numel()] = h[b].reshape(-1)
+                out[:, offsets[i]:offsets[i + 1]] = h.reshape(rows, -1)
         return out
 
-    q = _start_rows(start, blocks, sizes, n_max, seed, params[0].detach())
-    basis: list[Tensor] = []  # Krylov vectors, each (blocks, n_max)
+    return products
+
+
+def _functional_products(loss_of: Callable[[tuple[Tensor, ...]], Tensor],
+                         params: list[Tensor]) -> Callable[[Tensor], Tensor]:
+    r"""``X -> X H`` as :func:`_closure_products`, for a loss given as a function of the parameter tensors, by
+    forward-over-reverse differentiation: :math:`Hv` is the directional derivative of the gradient along
+    :math:`v` (``torch.func.jvp`` of ``torch.func.grad``), one forward-mode pass per batch of rows
+    (``torch.func.vmap``). Nothing is kept between products; on the MLP it costs about half a double backward."""
+    primals = tuple(p.detach() for p in params)
+    offsets = np.cumsum([0] + [p.numel() for p in params]).tolist()
+    gradient = torch.func.grad(loss_of)
+
+    def along(*tangents: Tensor) -> tuple[Tensor, ...]:
+        return torch.func.jvp(gradient, (primals,), (tangents,))[1]
+
+    def products(x: Tensor) -> Tensor:
+        rows = x.shape[0]
+        vs = [x[:, offsets[i]:offsets[i + 1]].reshape((rows,) + tuple(p.shape)) for i, p in enumerate(params)]
+        hv = along(*[v[0] for v in vs]) if rows == 1 else torch.func.vmap(along)(*vs)
+        return torch.cat([h.reshape(rows, -1) for h in hv], dim=1)
+
+    return products
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One block's Lanczos result, flattened over the whole parameter vector: the Ritz vector ``vector`` and the
+    start for a continuation, ``ahead`` = the power step :math:`Hy/\theta` (normalised) on it."""
+
+    value: float
+    iterations: int
+    residual: float
+    converged: bool
+    vector: Tensor
+    ahead: Tensor
+
+
+def _lanczos(products: Callable[[Tensor], Tensor], masks: Tensor, starts: Tensor, sizes: Sequence[int],
+             iters: int, tol: float) -> tuple[list[_Row], int]:
+    """Top eigenpair of every block ``P_b H P_b`` (``P_b`` = the 0/1 row ``masks[b]``), all blocks advanced
+    together, one batched product per step (see the module doc). ``starts``: unit rows inside their masks.
+    Returns the rows and the number of batched products."""
+    nb = masks.shape[0]
+    q = starts
+    basis: list[Tensor] = []  # Krylov vectors, each (blocks, n)
     alphas: list[list[float]] = [[] for _ in range(nb)]
     betas: list[list[float]] = [[] for _ in range(nb)]
-    done: list[Optional[tuple[float, np.ndarray, float, bool]]] = [None] * nb
+    done: list[Optional[tuple[float, np.ndarray, float, bool, Tensor]]] = [None] * nb
     prev, beta_prev = torch.zeros_like(q), torch.zeros(nb, dtype=torch.float64)
+    calls = 0
     for k in range(iters):
         basis.append(q)
-        w = matvec(q)
-        alpha = (q.double() * w.double()).sum(1)
+        w = products(q) * masks
+        calls += 1
+        alpha = torch.einsum("bn,bn->b", q, w).double()
         w = w - alpha.to(w.dtype)[:, None] * q - beta_prev.to(w.dtype)[:, None] * prev
         stack = torch.stack(basis)  # full reorthogonalisation, twice (classical Gram-Schmidt is not enough once)
         for _ in range(2):
             w = w - torch.einsum("kb,kbn->bn", torch.einsum("kbn,bn->kb", stack, w), stack)
-        beta = w.double().norm(dim=1)
+        beta = w.norm(dim=1).double()
         for b in range(nb):
             if done[b] is not None:
                 continue
@@ -185,10 +221,10 @@ def _lanczos(loss_fn: Callable[[], Tensor], blocks: list[list[Tensor]], iters: i
             s = vecs[:, 0]
             residual = float(beta[b]) * abs(float(s[-1]))
             exhausted = k + 1 >= sizes[b] or float(beta[b]) == 0.0
-            if residual <= tol * abs(float(theta[0])) or exhausted:
-                done[b] = (float(theta[0]), s, residual, True)
-            elif k == iters - 1:
-                done[b] = (float(theta[0]), s, residual, False)
+            if residual <= tol * abs(float(theta[0])) or exhausted or k == iters - 1:
+                # H y - theta y = beta_k s_k q_{k+1} = s_k w: the residual vector, kept for the power step
+                done[b] = (float(theta[0]), s, residual, residual <= tol * abs(float(theta[0])) or exhausted,
+                           float(s[-1]) * w[b].clone())
             else:
                 betas[b].append(float(beta[b]))
         if all(d is not None for d in done):
@@ -196,17 +232,60 @@ def _lanczos(loss_fn: Callable[[], Tensor], blocks: list[list[Tensor]], iters: i
         active = torch.tensor([d is None for d in done], device=w.device)
         prev, beta_prev = q, torch.where(active.cpu(), beta, torch.zeros_like(beta))
         q = torch.where(active[:, None], w / beta.clamp_min(1e-300).to(w.dtype)[:, None], torch.zeros_like(w))
-    out = []
-    for b, block in enumerate(blocks):
-        value, s, residual, converged = done[b]
+    rows = []
+    for b in range(nb):
+        value, s, residual, converged, res_vec = done[b]
         coeffs = torch.as_tensor(s, dtype=q.dtype, device=q.device)
-        row = torch.einsum("k,kn->n", coeffs, torch.stack([v[b] for v in basis[:s.size]]))
-        pieces, off = [], 0
-        for p in block:
-            pieces.append(row[off:off + p.numel()].view_as(p).clone())
-            off += p.numel()
-        out.append(Eigenpair(value, int(s.size), residual, converged, tuple(pieces)))
+        y = torch.einsum("k,kn->n", coeffs, torch.stack([v[b] for v in basis[:s.size]]))
+        # the power step y + r/|theta| (= H y / theta for theta > 0) moves toward the top of the spectrum
+        ahead = y + res_vec / max(abs(value), 1e-300)
+        norm = float(ahead.double().norm())
+        ahead = ahead / norm if norm > 0 and math.isfinite(norm) else y
+        rows.append(_Row(value, int(s.size), residual, converged, y, ahead))
+    return rows, calls
+
+
+def _layout(params: list[Tensor], blocks: list[list[Tensor]]) -> tuple[Tensor, list[int], list[list[slice]]]:
+    """0/1 masks (blocks, n) of each block inside the concatenation of ``params``, the blocks' sizes, and each
+    block tensor's slice of it."""
+    index, off = {}, 0
+    for p in params:
+        index[id(p)] = slice(off, off + p.numel())
+        off += p.numel()
+    like = params[0].detach()
+    masks = torch.zeros(len(blocks), off, dtype=like.dtype, device=like.device)
+    slices = []
+    for b, block in enumerate(blocks):
+        slices.append([index[id(p)] for p in block])
+        for sl in slices[-1]:
+            masks[b, sl] = 1
+    return masks, [sum(p.numel() for p in block) for block in blocks], slices
+
+
+def _embed(rows: list[Tensor], slices: list[list[slice]], n: int) -> Tensor:
+    out = rows[0].new_zeros(len(rows), n)
+    for b, (row, sls) in enumerate(zip(rows, slices)):
+        off = 0
+        for sl in sls:
+            width = sl.stop - sl.start
+            out[b, sl] = row[off:off + width]
+            off += width
     return out
+
+
+def _pieces(row: Tensor, block: list[Tensor], slices: list[slice]) -> tuple[Tensor, ...]:
+    return tuple(row[sl].view_as(p).clone() for sl, p in zip(slices, block))
+
+
+def _block_pairs(loss_fn: Callable[[], Tensor], blocks: list[list[Tensor]], iters: int, tol: float, seed: int,
+                 start: Optional[Sequence[Sequence[Tensor]]]) -> list[Eigenpair]:
+    """:func:`_lanczos` on the closure's Hessian (double backward), one row per (disjoint) block."""
+    params = [p for block in blocks for p in block]
+    masks, sizes, slices = _layout(params, blocks)
+    starts = _embed(_start_rows(start, blocks, seed, params[0].detach()), slices, masks.shape[1])
+    rows, _ = _lanczos(_closure_products(loss_fn, params), masks, starts, sizes, iters, tol)
+    return [Eigenpair(r.value, r.iterations, r.residual, r.converged, _pieces(r.vector, block, sls))
+            for r, block, sls in zip(rows, blocks, slices)]
 
 
 def top_eigenvalue(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, iters: int = 100,
@@ -222,8 +301,8 @@ def top_eigenvalue(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, i
     if not params:
         raise ValueError("params is empty")
     blocks = _check_blocks([params], "params")
-    return _lanczos(loss_fn, blocks, _check_positive_int("iters", iters), _check_tol(tol), seed,
-                    None if start is None else [start])[0]
+    return _block_pairs(loss_fn, blocks, _check_positive_int("iters", iters), _check_tol(tol), seed,
+                        None if start is None else [start])[0]
 
 
 def layer_sharpness(loss_fn: Callable[[], Tensor], groups: Groups, *, iters: int = 100, tol: float = 1e-6,
@@ -242,7 +321,7 @@ def layer_sharpness(loss_fn: Callable[[], Tensor], groups: Groups, *, iters: int
         start = [start[k] for k in keys] if named else list(start)
         if len(start) != len(blocks):
             raise ValueError(f"start must hold one entry per group ({len(blocks)}), got {len(start)}")
-    pairs = _lanczos(loss_fn, blocks, _check_positive_int("iters", iters), _check_tol(tol), seed, start)
+    pairs = _block_pairs(loss_fn, blocks, _check_positive_int("iters", iters), _check_tol(tol), seed, start)
     return dict(zip(keys, pairs)) if named else pairs
 
 
@@ -278,24 +357,44 @@ def _lr_of(optimizer: torch.optim.Optimizer) -> dict[int, float]:
     return out
 
 
+#: The monitor's defaults: the rows of its fixed batch (a training batch, not the 1024 of a one-off
+#: measurement), Lanczos steps per measurement, and the relative residual at which a measurement stops early.
+MONITOR_BATCH = 128
+MONITOR_ITERS = 2
+MONITOR_TOL = 1e-2
+
+
 class SharpnessMonitor:
     r"""Global and per-layer sharpness every ``every`` steps on a fixed batch, with the edge-of-stability
     indicators :math:`\eta S` and :math:`\eta_l S_l` (2 at the edge, for plain gradient descent).
 
-    ``loss_fn``: a closure computing the loss on the fixed batch; ``groups``: name -> tensors (e.g.
-    :func:`module_groups`); the global sharpness is over all of them. The step size comes from ``optimizer``
-    (:math:`\eta` = the first group's ``lr``; :math:`\eta_l` = the layer's largest ``lr`` times ``lr_mult``) or is
-    the number ``lr``. Each measurement is warm-started from the previous eigenvectors, so that a slowly
-    moving Hessian costs few products; ``iters``/``tol`` bound each.
+    ``loss_fn``: a closure computing the loss on the fixed batch (products by double backward); or build the
+    monitor with :meth:`for_module`, which takes a model and a batch (products by forward-over-reverse, about
+    half the cost). ``groups``: name -> tensors (e.g. :func:`module_groups`); the global sharpness is over all of
+    them. The step size comes from ``optimizer`` (:math:`\eta` = the first group's ``lr``; :math:`\eta_l` = the
+    layer's largest ``lr`` times ``lr_mult``) or is the number ``lr``.
+
+    Cost. A measurement is ``iters`` Lanczos steps (default :data:`MONITOR_ITERS`), each *one* batched product
+    of the global vector and every layer's block vector (``1 + layers`` rows), fewer when every row's relative
+    residual falls below ``tol``. It does not start afresh: it starts from the power step :math:`Hy/\theta` on
+    the previous measurement's Ritz vectors :math:`y`, so the iteration continues across measurements while the
+    Hessian moves slowly, and a few steps per measurement keep it close to the top eigenvector.
+
+    Accuracy. Each value is a Ritz value of the current Hessian, so :math:`\theta \le S` (a lower bound) and some
+    eigenvalue lies within the residual :math:`\|Hy - \theta y\|` of it; each record carries the relative
+    residuals, so a user sees the accuracy bought (tighten with larger ``iters``).
 
     Call :meth:`step` after every optimizer step; every ``every``-th call measures and appends to
-    :attr:`records` a dict ``step, sharpness, eta, eta_s, layers, layer_eta_s, hvps, seconds, converged``
-    (``hvps``: Hessian-vector products, a batched per-layer product counted once per layer).
+    :attr:`records` a dict ``step, sharpness, eta, eta_s, residual, layers, layer_eta_s, layer_residuals,
+    products, hvps, seconds, converged``: ``residual`` the global relative residual, ``layer_residuals`` per
+    layer; ``products`` the batched products, ``hvps`` the Hessian-vector products they computed
+    (``products`` x rows).
     """
 
     def __init__(self, loss_fn: Callable[[], Tensor], groups: Mapping[str, Sequence[Tensor]], every: int, *,
                  optimizer: Optional[torch.optim.Optimizer] = None, lr: Optional[float] = None,
-                 per_layer: bool = True, iters: int = 20, tol: float = 1e-3, seed: int = 0) -> None:
+                 per_layer: bool = True, iters: int = MONITOR_ITERS, tol: float = MONITOR_TOL,
+                 seed: int = 0) -> None:
         if not callable(loss_fn):
             raise ValueError("loss_fn must be callable")
         if not isinstance(groups, Mapping) or not groups:
@@ -311,8 +410,38 @@ class SharpnessMonitor:
         self.iters, self.tol, self.seed = _check_positive_int("iters", iters), _check_tol(tol), seed
         self.records: list[dict[str, Any]] = []
         self._calls = 0
-        self._global_vec: Optional[tuple[Tensor, ...]] = None
-        self._layer_vecs: Optional[dict[str, tuple[Tensor, ...]]] = None
+        self._params = [p for ps in self.groups.values() for p in ps]
+        blocks = [self._params] + (list(self.groups.values()) if self.per_layer else [])
+        self._masks, self._sizes, slices = _layout(self._params, blocks)
+        self._starts = _embed(_start_rows(None, blocks, seed, self._params[0].detach()), slices,
+                              self._masks.shape[1])
+        self._products: Callable[[], Callable[[Tensor], Tensor]] = lambda: _closure_products(loss_fn, self._params)
+
+    @classmethod
+    def for_module(cls, model: nn.Module, inputs: Tensor, targets: Tensor, every: int, *,
+                   batch_size: int = MONITOR_BATCH, loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+                   by: str = "children", **options: Any) -> "SharpnessMonitor":
+        """A monitor of ``loss(model(x), y)`` on the fixed batch of the first ``batch_size`` rows of ``inputs``
+        and ``targets`` (all of them when fewer; default :data:`MONITOR_BATCH`), one layer per
+        :func:`module_groups` ``(model, by)``, with forward-over-reverse products. The model's buffers are
+        read, never written (a train-mode BatchNorm runs on copies of its statistics). ``options``: those of
+        the constructor (``optimizer`` or ``lr``, ``per_layer``, ``iters``, ``tol``, ``seed``)."""
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
+        batch_size = _check_positive_int("batch_size", batch_size)
+        x, y = inputs[:batch_size], targets[:batch_size]
+        groups = module_groups(model, by=by)
+        names = {id(p): n for n, p in model.named_parameters()}
+        monitor = cls(lambda: loss(model(x), y), groups, every, **options)
+        keys = [names[id(p)] for p in monitor._params]
+
+        def loss_of(params: tuple[Tensor, ...]) -> Tensor:
+            state = dict(zip(keys, params))
+            state.update((name, b.clone()) for name, b in model.named_buffers())
+            return loss(torch.func.functional_call(model, state, (x,)), y)
+
+        monitor._products = lambda: _functional_products(loss_of, monitor._params)
+        return monitor
 
     def step(self) -> Optional[dict[str, Any]]:
         """Count one training step; measure (and return the record) on every ``every``-th."""
@@ -329,23 +458,16 @@ class SharpnessMonitor:
     def measure(self) -> dict[str, Any]:
         """Measure now (whatever the step count) and append the record."""
         t0 = time.perf_counter()
-        params = [p for ps in self.groups.values() for p in ps]
-        top = top_eigenvalue(self.loss_fn, params, iters=self.iters, tol=self.tol, seed=self.seed,
-                             start=self._global_vec)
-        self._global_vec = top.vector
-        hvps, converged = top.iterations, top.converged
-        layers: dict[str, float] = {}
-        if self.per_layer:
-            pairs = layer_sharpness(self.loss_fn, self.groups, iters=self.iters, tol=self.tol, seed=self.seed,
-                                    start=self._layer_vecs)
-            self._layer_vecs = {k: v.vector for k, v in pairs.items()}
-            layers = {k: v.value for k, v in pairs.items()}
-            hvps += len(pairs) * max(v.iterations for v in pairs.values())
-            converged = converged and all(v.converged for v in pairs.values())
+        rows, calls = _lanczos(self._products(), self._masks, self._starts, self._sizes, self.iters, self.tol)
+        self._starts = torch.stack([r.ahead for r in rows])
+        relative = [r.residual / max(abs(r.value), 1e-300) for r in rows]
+        top, names = rows[0], list(self.groups) if self.per_layer else []
+        layers = {k: r.value for k, r in zip(names, rows[1:])}
         eta, etas = self._rates()
-        rec = dict(step=self._calls, sharpness=top.value, eta=eta, eta_s=eta * top.value, layers=layers,
-                   layer_eta_s={k: etas[k] * s for k, s in layers.items()}, hvps=hvps,
-                   seconds=time.perf_counter() - t0, converged=converged)
+        rec = dict(step=self._calls, sharpness=top.value, eta=eta, eta_s=eta * top.value, residual=relative[0],
+                   layers=layers, layer_eta_s={k: etas[k] * s for k, s in layers.items()},
+                   layer_residuals=dict(zip(names, relative[1:])), products=calls, hvps=calls * len(rows),
+                   seconds=time.perf_counter() - t0, converged=all(r.converged for r in rows))
         self.records.append(rec)
         return rec
 

@@ -68,12 +68,16 @@ def _machine(device: str) -> dict[str, Any]:
 def compare(dataset: str, model: str, strategies: Sequence[Strategy], epochs: int, seeds: int, out: str, *,
             data_root: Optional[str] = None, batch_size: int = 128, augment: Optional[bool] = None,
             device: str = "cpu", targets: Optional[Sequence[float]] = None, resume: bool = True,
-            show_progress: bool = True, parallel: str = "none") -> str:
+            show_progress: bool = True, parallel: str = "none", sharpness_every: int = 0) -> str:
     """Run every strategy with seeds ``0 .. seeds-1`` and write ``out/results.json`` (after every run),
     ``out/table.md`` and ``out/curves.png``. Returns the table.
 
     ``parallel`` (``"ddp"`` or ``"fsdp2"``, under torchrun): every rank trains on its share of each batch; rank 0
     alone prints and writes the files.
+
+    ``sharpness_every`` = N > 0: every run measures the global and per-layer sharpness every N steps
+    (:class:`~torch_layerlr.sharpness.SharpnessMonitor`; ``RunSpec.sharpness_every``), and N is part of the
+    configuration under which runs are resumed.
 
     ``augment`` defaults to random crop + flip on CIFAR-10 only. With ``resume``, runs already in
     ``out/results.json`` under the same configuration are kept and not repeated.
@@ -82,13 +86,16 @@ def compare(dataset: str, model: str, strategies: Sequence[Strategy], epochs: in
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     data = load_dataset(dataset, data_root)
     augment = (dataset == "cifar10") if augment is None else bool(augment)
-    spec = RunSpec(data, model, epochs, batch_size, augment, device, parallel=parallel)
+    spec = RunSpec(data, model, epochs, batch_size, augment, device, sharpness_every=sharpness_every,
+                   parallel=parallel)
     main = is_main()
     targets = tuple(DEFAULT_TARGETS[dataset] if targets is None else targets)
     mean, std = channel_stats(data.train_images)
     config = dict(dataset=dataset, model=model, epochs=epochs, batch_size=batch_size, augment=augment,
                   val_fraction=VAL_FRACTION, train=data.train_images.shape[0], val=data.val_images.shape[0],
                   test=data.test_images.shape[0])
+    if sharpness_every:  # absent when off, so that results written before the monitor existed still resume
+        config["sharpness_every"] = sharpness_every
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "results.json")
     previous = load_json(path) if resume else None

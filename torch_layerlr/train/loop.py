@@ -19,7 +19,7 @@ from torch_layerlr.data import ImageDataset, batches, crop_and_flip, normalize
 from torch_layerlr.distributed.data_parallel import MODES, share, share_weight, sum_over_ranks, unwrap, wrap
 from torch_layerlr.models.vision import build_model
 from torch_layerlr.optim import DALS
-from torch_layerlr.sharpness import SharpnessMonitor, module_groups
+from torch_layerlr.sharpness import MONITOR_BATCH, SharpnessMonitor
 from torch_layerlr.train.zoo import Setup, Strategy
 
 __all__ = ["RunSpec", "train_run", "evaluate", "sharpness_monitoring", "fixed_batch_loss"]
@@ -27,8 +27,8 @@ __all__ = ["RunSpec", "train_run", "evaluate", "sharpness_monitoring", "fixed_ba
 #: How many training images a strategy gets to look at when it builds its optimizer.
 SAMPLE_SIZE = 4096
 
-#: The fixed batch (the first training images) on which the sharpness monitor measures.
-SHARPNESS_BATCH = 1024
+#: The fixed batch (the first training images) on which the sharpness monitor measures: a training batch.
+SHARPNESS_BATCH = MONITOR_BATCH
 
 _SHARPNESS_EVERY: contextvars.ContextVar[int] = contextvars.ContextVar("sharpness_every", default=0)
 
@@ -113,8 +113,8 @@ def _monitor(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageData
     per top-level child (the layer groups of the DALS authors, e.g. the MLP's four ``Linear``)."""
     x = normalize(data.train_images[:SHARPNESS_BATCH], mean, std).to(device)
     y = data.train_labels[:SHARPNESS_BATCH].to(device)
-    return SharpnessMonitor(fixed_batch_loss(model, x, y), module_groups(model, by="children"), every,
-                            optimizer=optimizer)
+    return SharpnessMonitor.for_module(model, x, y, every, batch_size=SHARPNESS_BATCH, by="children",
+                                       optimizer=optimizer)
 
 
 def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float], std: Sequence[float],
