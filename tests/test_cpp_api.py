@@ -47,6 +47,7 @@ CASES = {
          {"params": p[2:], "lr": 0.005, "betas": (0.7, 0.9), "exclude_1d": True, "clamp_value": None,
           "bias_correction": True, "grokfast_alpha": None, "maximize": False}],
         lr=0.02, clamp_value=0.5, bias_correction=False, grokfast_alpha=0.9, maximize=True),
+    "lamb_groups_lr": lambda p: LAMB([{"params": p[:2]}, {"params": p[2:], "lr": 0.005}], lr=0.02),
     "dals": lambda p: DALS([{"params": p, "depth_ratio": [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]}], total_steps=20),
     "dals_fast": lambda p: DALS([{"params": p, "lr_mult": [1.0, 0.5, 2.0, 1.5], "depth_ratio": 0.25}],
                                 variant="fast", total_steps=30),

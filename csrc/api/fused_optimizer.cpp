@@ -127,14 +127,10 @@ FusedOptimizer::PreparedStep FusedOptimizer::prepare_step() {
     }
   }
   std::vector<std::pair<void*, std::unique_ptr<FusedParamState>>> new_state;
-  std::vector<Bucket> buckets;
-  for (size_t g = 0; g < param_groups_.size(); ++g) {
-    for (Bucket& b : plan_group(g, new_state)) buckets.push_back(std::move(b));
-  }
+  std::vector<Bucket> buckets = plan(new_state);
   for (Bucket& b : buckets) {
-    b.inputs.lr = at::full({}, group_lr(param_groups_[b.group].options()),
-                           at::TensorOptions().dtype(at::kDouble).device(b.device));
-    b.inputs.filter_coef = filter_coef(param_groups_[b.group].options(), b.device);
+    b.inputs.lr = call_lr(b);
+    b.inputs.filter_coef = filter_coef(param_groups_[b.group_ids[0]].options(), b.device);
     if (b.recipe.trust != "none") {
       b.inputs.trust_ratios = at::ones({static_cast<int64_t>(b.tensors.params.size())},
                                        at::TensorOptions().dtype(at::kDouble).device(b.device));
@@ -146,32 +142,51 @@ FusedOptimizer::PreparedStep FusedOptimizer::prepare_step() {
   return {std::move(buckets), std::move(new_state)};
 }
 
-std::vector<FusedOptimizer::Bucket> FusedOptimizer::plan_group(
-    size_t g, std::vector<std::pair<void*, std::unique_ptr<FusedParamState>>>& new_state) {
-  const auto& group = param_groups_[g];
-  const auto& options = group.options();
-  const Recipe r = recipe(options);
-  const std::vector<std::string> names = r.state_names();
-  const std::vector<double>& mult = lr_mult(options);
-  // One engine call per (device, dtype), in order of first appearance (as the Python base's dict).
-  std::vector<std::pair<std::pair<torch::Device, at::ScalarType>, std::vector<size_t>>> by_device;
-  for (size_t i = 0; i < group.params().size(); ++i) {
-    const torch::Tensor& p = group.params()[i];
-    if (!p.grad().defined()) continue;
-    const auto key = std::make_pair(p.device(), p.scalar_type());
-    auto it = std::find_if(by_device.begin(), by_device.end(), [&](const auto& e) { return e.first == key; });
-    if (it == by_device.end()) {
-      by_device.push_back({key, {}});
-      it = std::prev(by_device.end());
-    }
-    it->second.push_back(i);
-  }
-  std::vector<Bucket> buckets;
-  for (const auto& [key, indices] : by_device) {
-    Bucket b{g, r, key.first, {}, {}};
-    std::vector<double> lr_mults, wd, blend, trust;
-    for (size_t i : indices) {
+// The engine's lr: one value, or one per tensor when the call's groups differ in lr (as the Python base).
+torch::Tensor FusedOptimizer::call_lr(const Bucket& b) const {
+  const auto f64 = at::TensorOptions().dtype(at::kDouble).device(b.device);
+  std::vector<double> lrs;
+  for (size_t g : b.group_ids) lrs.push_back(group_lr(param_groups_[g].options()));
+  if (std::all_of(lrs.begin(), lrs.end(), [&](double lr) { return lr == lrs[0]; })) return at::full({}, lrs[0], f64);
+  std::vector<double> per_tensor_lr;
+  for (size_t k = 0; k < lrs.size(); ++k) per_tensor_lr.insert(per_tensor_lr.end(), b.counts[k], lrs[k]);
+  return per_tensor(per_tensor_lr, b.device);
+}
+
+std::vector<FusedOptimizer::Bucket> FusedOptimizer::plan(
+    std::vector<std::pair<void*, std::unique_ptr<FusedParamState>>>& new_state) {
+  // One engine call per (recipe, device, dtype, filter key) across the groups, in order of first appearance;
+  // within a call the tensors keep the groups' order (as the Python base's _BucketBuilder).
+  struct Builder {
+    Bucket bucket;
+    std::optional<double> filter_key;
+    std::vector<double> lr_mult, weight_decay, blend, trust;
+  };
+  std::vector<Builder> builders;
+  for (size_t g = 0; g < param_groups_.size(); ++g) {
+    const auto& group = param_groups_[g];
+    const auto& options = group.options();
+    const Recipe r = recipe(options);
+    const std::optional<double> key = filter_key(options);
+    const std::vector<std::string> names = r.state_names();
+    const std::vector<double>& mult = lr_mult(options);
+    for (size_t i = 0; i < group.params().size(); ++i) {
       const torch::Tensor& p = group.params()[i];
+      if (!p.grad().defined()) continue;
+      auto it = std::find_if(builders.begin(), builders.end(), [&](const Builder& x) {
+        return x.bucket.recipe == r && x.bucket.device == p.device() &&
+               x.bucket.tensors.params[0].scalar_type() == p.scalar_type() && x.filter_key == key;
+      });
+      if (it == builders.end()) {
+        builders.push_back(Builder{Bucket{{}, {}, r, p.device(), {}, {}}, key, {}, {}, {}, {}});
+        it = std::prev(builders.end());
+      }
+      Bucket& b = it->bucket;
+      if (b.group_ids.empty() || b.group_ids.back() != g) {
+        b.group_ids.push_back(g);
+        b.counts.push_back(0);
+      }
+      ++b.counts.back();
       // The param's state as it will be after this step's commit: the stored one, or a copy completed on the side.
       void* key_ptr = p.unsafeGetTensorImpl();
       auto found = state_.find(key_ptr);
@@ -204,16 +219,20 @@ std::vector<FusedOptimizer::Bucket> FusedOptimizer::plan_group(
       }
       b.tensors.steps.push_back(state->step());
       if (changed) new_state.emplace_back(key_ptr, std::move(state));
-      lr_mults.push_back(per_param(mult, i));
+      it->lr_mult.push_back(per_param(mult, i));
       const TensorSettings s = tensor_settings(options, i, p);
-      wd.push_back(s.weight_decay);
-      blend.push_back(s.blend);
-      trust.push_back(s.trust ? 1.0 : 0.0);
+      it->weight_decay.push_back(s.weight_decay);
+      it->blend.push_back(s.blend);
+      it->trust.push_back(s.trust ? 1.0 : 0.0);
     }
-    b.inputs.lr_mult = per_tensor(lr_mults, b.device);
-    b.inputs.weight_decay = per_tensor(wd, b.device);
-    b.inputs.blend = per_tensor(blend, b.device);
-    b.inputs.trust_mask = per_tensor(trust, b.device);
+  }
+  std::vector<Bucket> buckets;
+  for (Builder& x : builders) {
+    Bucket& b = x.bucket;
+    b.inputs.lr_mult = per_tensor(x.lr_mult, b.device);
+    b.inputs.weight_decay = per_tensor(x.weight_decay, b.device);
+    b.inputs.blend = per_tensor(x.blend, b.device);
+    b.inputs.trust_mask = per_tensor(x.trust, b.device);
     buckets.push_back(std::move(b));
   }
   return buckets;

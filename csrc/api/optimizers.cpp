@@ -112,6 +112,10 @@ std::optional<torch::Tensor> LayerwiseSGD::filter_coef(const OptimizerOptions& g
   return grokfast_coef(static_cast<const LayerwiseSGDOptions&>(group).grokfast_alpha(), device);
 }
 
+std::optional<double> LayerwiseSGD::filter_key(const OptimizerOptions& group) const {
+  return static_cast<const LayerwiseSGDOptions&>(group).grokfast_alpha();
+}
+
 // ---- LayerwiseAdamW --------------------------------------------------------------------------------------
 #define ADAMW_FIELDS(X)                                                                                        \
   X(double, lr) X(LayerwiseAdamWOptions::betas_t, betas) X(double, eps) X(double, weight_decay)              \
@@ -187,6 +191,10 @@ std::optional<torch::Tensor> GrokfastAdamW::filter_coef(const OptimizerOptions& 
   return grokfast_coef(static_cast<const GrokfastAdamWOptions&>(group).grokfast_alpha(), device);
 }
 
+std::optional<double> GrokfastAdamW::filter_key(const OptimizerOptions& group) const {
+  return static_cast<const GrokfastAdamWOptions&>(group).grokfast_alpha();
+}
+
 // ---- LARS ------------------------------------------------------------------------------------------------
 #define LARS_FIELDS(X)                                                                                      \
   X(double, lr) X(double, momentum) X(double, weight_decay) X(double, trust_coefficient) X(double, eps)    \
@@ -240,6 +248,10 @@ std::optional<torch::Tensor> LARS::filter_coef(const OptimizerOptions& group, co
   return grokfast_coef(static_cast<const LARSOptions&>(group).grokfast_alpha(), device);
 }
 
+std::optional<double> LARS::filter_key(const OptimizerOptions& group) const {
+  return static_cast<const LARSOptions&>(group).grokfast_alpha();
+}
+
 // ---- LAMB ------------------------------------------------------------------------------------------------
 #define LAMB_FIELDS(X)                                                                                      \
   X(double, lr) X(LAMBOptions::betas_t, betas) X(double, eps) X(double, weight_decay)                      \
@@ -291,6 +303,10 @@ const std::vector<double>& LAMB::lr_mult(const OptimizerOptions& group) const {
 
 std::optional<torch::Tensor> LAMB::filter_coef(const OptimizerOptions& group, const torch::Device& device) const {
   return grokfast_coef(static_cast<const LAMBOptions&>(group).grokfast_alpha(), device);
+}
+
+std::optional<double> LAMB::filter_key(const OptimizerOptions& group) const {
+  return static_cast<const LAMBOptions&>(group).grokfast_alpha();
 }
 
 }  // namespace torch_layerlr::optim

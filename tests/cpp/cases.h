@@ -82,6 +82,10 @@ inline const std::map<std::string, Factory>& cases() {
                                              .grokfast_alpha(0.9)
                                              .maximize(true));
        }},
+      {"lamb_groups_lr",
+       [](const Params& p) {  // one engine call for both groups, with a lr per tensor
+         return make_unique<optim::LAMB>(two_groups(p, optim::LAMBOptions(0.005)), optim::LAMBOptions(0.02));
+       }},
       {"dals",
        [](const Params& p) {
          return make_unique<optim::DALS>(p, optim::DALSOptions("dals").total_steps(20).depth_ratio(

@@ -260,6 +260,7 @@ TEST(ParamGroups, LibTorchSchedulersSetEachGroupsLr) {
     dals.step();
     scheduler.step();
   }
+  EXPECT_EQ(dals.trust_ratios().size(), 1u);  // the two groups share one recipe: one engine call, a lr per tensor
   EXPECT_DOUBLE_EQ(dals.param_groups()[0].options().get_lr(), 0.02 * 0.25);
   EXPECT_DOUBLE_EQ(dals.param_groups()[1].options().get_lr(), 0.1 * 0.25);
 }

@@ -3,7 +3,7 @@
 //
 // A subclass says which recipe a group runs (recipe()) and, per tensor, its weight decay, depth blend and
 // trust-ratio switch (tensor_settings()). The base builds the engine's 1-D per-tensor inputs and calls it once
-// per (device, dtype) bucket of each group: never once per tensor, and never one param group per layer.
+// per (recipe, device, dtype) across the groups: never once per tensor, and never one param group per layer.
 #pragma once
 
 #include <torch/optim/optimizer.h>
@@ -105,6 +105,8 @@ class FusedOptimizer : public torch::optim::Optimizer {
                                                    const torch::Device& device) const {
     return std::nullopt;
   }
+  /// Groups with equal keys (and recipes) share filter_coef() and so may share an engine call.
+  virtual std::optional<double> filter_key(const torch::optim::OptimizerOptions& group) const { return std::nullopt; }
   /// Global (not per-parameter) state, saved under "global_state" (DALS's schedule and loss phase).
   virtual void save_global(torch::serialize::OutputArchive& archive) const {}
   /// Read and check the global state, returning a function that installs it (called once all checks passed).
@@ -123,13 +125,14 @@ class FusedOptimizer : public torch::optim::Optimizer {
 
  private:
   void add_group_unchecked(const torch::optim::OptimizerParamGroup& param_group);
-  std::vector<Bucket> plan_group(size_t group,
-                                 std::vector<std::pair<void*, std::unique_ptr<FusedParamState>>>& new_state);
+  std::vector<Bucket> plan(std::vector<std::pair<void*, std::unique_ptr<FusedParamState>>>& new_state);
+  torch::Tensor call_lr(const Bucket& bucket) const;
   std::vector<std::pair<std::vector<torch::Tensor>, torch::Tensor>> trust_ratios_;
 };
 
 struct FusedOptimizer::Bucket {
-  size_t group;
+  std::vector<size_t> group_ids;  // the groups of the call, in order, and how many tensors each has
+  std::vector<size_t> counts;
   Recipe recipe;
   torch::Device device;
   StepTensors tensors;

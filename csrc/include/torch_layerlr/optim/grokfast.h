@@ -42,6 +42,7 @@ class GrokfastAdamW : public FusedOptimizer {
   const std::vector<double>& lr_mult(const torch::optim::OptimizerOptions& group) const override;
   std::optional<torch::Tensor> filter_coef(const torch::optim::OptimizerOptions& group,
                                            const torch::Device& device) const override;
+  std::optional<double> filter_key(const torch::optim::OptimizerOptions& group) const override;
 };
 
 }  // namespace torch_layerlr::optim

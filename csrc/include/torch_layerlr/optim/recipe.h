@@ -33,6 +33,14 @@ struct Recipe {
 
   /// The per-parameter state buffers this recipe reads and writes, in the op's list order.
   std::vector<std::string> state_names() const;
+  friend bool operator==(const Recipe& a, const Recipe& b) {
+    return a.filter == b.filter && a.decay == b.decay && a.moment == b.moment && a.trust == b.trust &&
+           a.filter_lambda == b.filter_lambda && a.momentum == b.momentum && a.dampening == b.dampening &&
+           a.nesterov == b.nesterov && a.beta1 == b.beta1 && a.beta2 == b.beta2 && a.eps == b.eps &&
+           a.bias_correction == b.bias_correction && a.trust_coefficient == b.trust_coefficient &&
+           a.trust_eps == b.trust_eps && a.ratio_min == b.ratio_min && a.ratio_max == b.ratio_max &&
+           a.norm_max == b.norm_max && a.maximize == b.maximize;
+  }
 };
 
 /// The tensors of one engine call: same device, same dtype.
