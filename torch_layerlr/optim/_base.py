@@ -75,6 +75,19 @@ def _lr_tensor(lr: Any, device: torch.device) -> Tensor:
     return torch.full((), float(lr), dtype=torch.float64, device=device)
 
 
+_HAS_DISTRIBUTED = torch.distributed.is_available()
+
+
+def _distributed(calls: list["_Call"]) -> Any:
+    """:mod:`torch_layerlr.distributed.step` when a call of this step has DTensor (FSDP2) or FSDP1 params, else
+    None: without torch.distributed initialised, one ``is_initialized()`` is all a step pays."""
+    if not (_HAS_DISTRIBUTED and torch.distributed.is_initialized()):
+        return None
+    from torch_layerlr.distributed import step
+
+    return step if step.is_distributed_step(calls) else None
+
+
 class FusedOptimizer(Optimizer):
     """Base class: param groups, state, GradScaler and closures as in ``torch.optim``; the math in C++."""
 
@@ -174,7 +187,10 @@ class FusedOptimizer(Optimizer):
         grad_scale = getattr(self, "grad_scale", None)
         found_inf = getattr(self, "found_inf", None)
         calls = [self._call(bucket, grad_scale, found_inf) for bucket in plan.buckets]
-        if len(calls) > 1:
+        sharded = _distributed(calls)
+        if sharded is not None:  # both calls of a split trust step are checked too (NOTE: [split trust step])
+            sharded.check_calls(calls, type(self).__name__)
+        elif len(calls) > 1:
             for call in calls:
                 call.check()
         return plan, calls
@@ -185,8 +201,12 @@ class FusedOptimizer(Optimizer):
         self._trust_ratios = []
         ran = False
         try:
+            sharded = _distributed(calls)
+            if sharded is not None:  # on local shards; trust ratios of the whole tensors (one collective)
+                sharded.run_calls(calls)
             for call in calls:
-                call.run()
+                if sharded is None:
+                    call.run()
                 ran = True
                 if call.trust_ratios is not None:
                     self._trust_ratios.append((call.owners, call.trust_ratios))

@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from torch_layerlr import layers
 from torch_layerlr._ops import Recipe, dals_advance_, dals_phase_
+from torch_layerlr.distributed.checkpoint import put_in_groups, take_from_groups
+from torch_layerlr.distributed.loss import global_mean
 from torch_layerlr.optim._base import FusedOptimizer, check_float, to_device
 
 __all__ = ["DALS", "VARIANTS"]
@@ -92,6 +94,10 @@ class DALS(FusedOptimizer):
         restart_steps, restart_mult: the SGDR cycle of ``"acc"``, in steps.
         schedule: apply the built-in schedule (default); False leaves the lr to an external scheduler.
         maximize: maximize the objective.
+        global_loss: with torch.distributed initialised, feed the detector the mean loss over
+            ``process_group`` (one all-reduce of 8 bytes per step), so that every replica of a data-parallel run
+            is in the same phase; False: each rank its own loss.
+        process_group: the group to average the loss over (default: the world).
     """
 
     per_param_keys = {"lr_mult": (0.0, math.inf), "depth_ratio": (0.0, 1.0)}
@@ -100,7 +106,8 @@ class DALS(FusedOptimizer):
                  momentum: Optional[float] = None, weight_decay: Optional[float] = None,
                  trust_coefficient: float = 0.02, alpha: Optional[float] = None,
                  warmup_frac: Optional[float] = None, total_steps: int = 10000, restart_steps: int = 1000,
-                 restart_mult: int = 2, *, schedule: bool = True, maximize: bool = False) -> None:
+                 restart_mult: int = 2, *, schedule: bool = True, maximize: bool = False,
+                 global_loss: bool = True, process_group: Optional[Any] = None) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"Unknown DALS variant {variant!r}: expected one of {sorted(VARIANTS)}")
         published = VARIANTS[variant]
@@ -128,6 +135,10 @@ class DALS(FusedOptimizer):
         self.restart_mult = restart_mult
         if not isinstance(schedule, bool):
             raise ValueError(f"schedule must be True or False, got {schedule!r}")
+        if not isinstance(global_loss, bool):
+            raise ValueError(f"global_loss must be True or False, got {global_loss!r}")
+        self.global_loss = global_loss
+        self.process_group = process_group
         self.schedule = schedule
         self.thresholds = published["thresholds"]
         self.phase_alpha, self.phase_gate = phase_table(variant, self.alpha)
@@ -176,17 +187,23 @@ class DALS(FusedOptimizer):
         return int(self._global["detector"][2])
 
     def state_dict(self) -> dict[str, Any]:
+        """As :meth:`FusedOptimizer.state_dict`, with DALS's global state under ``"dals"``, and a copy in the first
+        param group, which ``torch.distributed.checkpoint`` carries (:mod:`torch_layerlr.distributed.checkpoint`)."""
         out = super().state_dict()
         step, cycle, cycle_len = (int(v) for v in self._global["clock"].tolist())
         out["dals"] = {"step": step, "cycle": cycle, "cycle_len": cycle_len,
                        "detector": self._global["detector"].detach().cpu().clone(),
                        "filter_coef": self._global["filter_coef"].detach().cpu().clone()}
+        put_in_groups(out, "dals", out["dals"])
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """As :meth:`FusedOptimizer.load_state_dict`, with DALS's global state under ``"dals"`` (required and
         checked: step, SGDR cycle, the phase detector and its filter coefficients)."""
         if isinstance(state_dict, dict):
+            state_dict, carried = take_from_groups(state_dict, "dals")
+            if "dals" not in state_dict and carried is not None:  # e.g. through set_optimizer_state_dict
+                state_dict = {**state_dict, "dals": carried}
             if "dals" not in state_dict:
                 raise ValueError("state_dict is missing 'dals' (DALS's schedule step and loss phase)")
             saved = self._checked_global(state_dict["dals"])
@@ -239,6 +256,7 @@ class DALS(FusedOptimizer):
     def update_phase(self, loss: Union[float, Tensor]) -> None:
         """Feed the training loss of this step to the phase detector (before :meth:`step`)."""
         loss = loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss), dtype=torch.float64)
+        loss = self._global_loss(loss)
         dals_phase_(self._global["detector"], self._global["filter_coef"], loss, tau1=self.thresholds[0],
                     tau2=self.thresholds[1], phase_alpha=self.phase_alpha, phase_gate=self.phase_gate)
 
@@ -271,6 +289,7 @@ class DALS(FusedOptimizer):
             device = g["clock"].device
             loss_value = None if loss is None else (
                 loss.detach() if isinstance(loss, Tensor) else torch.tensor(float(loss), dtype=torch.float64))
+            loss_value = self._global_loss(loss_value)
             found_inf = getattr(self, "found_inf", None)
             self._advance(loss_value, None if found_inf is None else found_inf.to(device, non_blocking=True))
             for call in calls:
@@ -283,6 +302,15 @@ class DALS(FusedOptimizer):
             self._global = saved
             raise
         return loss
+
+    def _global_loss(self, loss: Optional[Tensor]) -> Optional[Tensor]:
+        """The loss phase is one for the whole model, so in a data-parallel run it is the run's: with
+        torch.distributed initialised, the mean of the ranks' losses over ``process_group`` (one all-reduce of 8
+        bytes; every rank gets the same bits, so replicas stay identical), unless ``global_loss=False``."""
+        if loss is None or not self.global_loss or not (torch.distributed.is_available()
+                                                         and torch.distributed.is_initialized()):
+            return loss
+        return global_mean(loss, self.process_group)
 
     def _place_global(self, device: torch.device) -> None:
         """Moves the global state to the params' device (once: NOTE: [DALS global state on the device])."""
