@@ -432,6 +432,7 @@ class SharpnessMonitor:
         x, y = inputs[:batch_size], targets[:batch_size]
         groups = module_groups(model, by=by)
         names = {id(p): n for n, p in model.named_parameters()}
+        # the closure is the constructor's (double-backward) view of the same loss; the products below replace it
         monitor = cls(lambda: loss(model(x), y), groups, every, **options)
         keys = [names[id(p)] for p in monitor._params]
 
