@@ -200,15 +200,15 @@ def _lanczos(products: Callable[[Tensor], Tensor], masks: Tensor, starts: Tensor
     alphas: list[list[float]] = [[] for _ in range(nb)]
     betas: list[list[float]] = [[] for _ in range(nb)]
     done: list[Optional[tuple[float, np.ndarray, float, bool, Tensor]]] = [None] * nb
-    prev, beta_prev = torch.zeros_like(q), torch.zeros(nb, dtype=torch.float64)
     calls = 0
     for k in range(iters):
         basis.append(q)
         w = products(q) * masks
         calls += 1
         alpha = torch.einsum("bn,bn->b", q, w).double()
-        w = w - alpha.to(w.dtype)[:, None] * q - beta_prev.to(w.dtype)[:, None] * prev
-        stack = torch.stack(basis)  # full reorthogonalisation, twice (classical Gram-Schmidt is not enough once)
+        # the three-term recurrence w - alpha q - beta q_prev is subsumed by full reorthogonalisation against
+        # every Krylov vector, done twice (classical Gram-Schmidt is not enough once)
+        stack = torch.stack(basis)
         for _ in range(2):
             w = w - torch.einsum("kb,kbn->bn", torch.einsum("kbn,bn->kb", stack, w), stack)
         beta = w.norm(dim=1).double()
@@ -224,13 +224,12 @@ def _lanczos(products: Callable[[Tensor], Tensor], masks: Tensor, starts: Tensor
             if residual <= tol * abs(float(theta[0])) or exhausted or k == iters - 1:
                 # H y - theta y = beta_k s_k q_{k+1} = s_k w: the residual vector, kept for the power step
                 done[b] = (float(theta[0]), s, residual, residual <= tol * abs(float(theta[0])) or exhausted,
-                           float(s[-1]) * w[b].clone())
+                           float(s[-1]) * w[b])
             else:
                 betas[b].append(float(beta[b]))
         if all(d is not None for d in done):
             break
         active = torch.tensor([d is None for d in done], device=w.device)
-        prev, beta_prev = q, torch.where(active.cpu(), beta, torch.zeros_like(beta))
         q = torch.where(active[:, None], w / beta.clamp_min(1e-300).to(w.dtype)[:, None], torch.zeros_like(w))
     rows = []
     for b in range(nb):
