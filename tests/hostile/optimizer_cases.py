@@ -136,7 +136,10 @@ CHECKPOINT_EDITS = {
 }
 
 DALS_EDITS = {
-    "no 'dals'": (lambda sd: sd.pop("dals"), "'dals'"),
+    "no 'dals'": (lambda sd: [sd.pop("dals")] + [g.pop("dals", None) for g in sd["param_groups"]], "'dals'"),
+    "the group copy of 'dals' only, phase 7": (lambda sd: sd.pop("dals") and
+                                               sd["param_groups"][0]["dals"]["detector"].__setitem__(2, 7.0),
+                                               "phase"),
     "dals detector [1, 3]": (lambda sd: sd["dals"].__setitem__("detector", sd["dals"]["detector"][None]), "detector"),
     "dals detector [4]": (lambda sd: sd["dals"].__setitem__("detector", torch.zeros(4, dtype=F64)), "detector"),
     "dals phase 5": (lambda sd: sd["dals"]["detector"].__setitem__(2, 5.0), "phase"),
