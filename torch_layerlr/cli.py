@@ -68,8 +68,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="redo runs already in OUT/results.json")
     parser.add_argument("--sharpness-every", type=int, default=0, metavar="N",
                         help="measure the global and per-layer sharpness (top Hessian eigenvalues) every N steps on "
-                             "a fixed batch of 1024 training images, and plot eta*S (0: off; runs already in "
-                             "OUT/results.json are kept as they are unless --no-resume)")
+                             "a fixed batch of 128 training images, and plot eta*S (0: off; N is part of the "
+                             "configuration runs resume under)")
     parser.add_argument("--out", default="out/train", help="output directory (default: out/train)")
     parser.add_argument("--parallel", choices=("none", "ddp", "fsdp2"), default="none",
                         help="under torchrun: train data-parallel with DDP or FSDP2, each rank on its share of "
@@ -79,7 +79,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def train(args: argparse.Namespace) -> None:
     """``python -m torch_layerlr train``: run the comparison and print the table and where the files are."""
     from torch_layerlr.train import compare, parse_strategies, resolve_dataset
-    from torch_layerlr.train.loop import sharpness_monitoring
 
     if args.sharpness_every < 0:
         sys.exit(f"error: --sharpness-every must be >= 0, got {args.sharpness_every}")
@@ -96,11 +95,10 @@ def train(args: argparse.Namespace) -> None:
     dataset = resolve_dataset(args.dataset, args.data_root)
     if dataset != args.dataset:
         print(f"--dataset auto: using {dataset}" + (" (Fashion-MNIST files not found)" if dataset == "synthetic" else ""))
-    with sharpness_monitoring(args.sharpness_every):
-        table = compare(dataset, args.model, strategies, args.epochs, args.seeds, args.out,
-                        data_root=args.data_root, batch_size=args.batch_size, augment=args.augment,
-                        device=args.device, targets=args.targets, resume=not args.no_resume,
-                        parallel=args.parallel)
+    table = compare(dataset, args.model, strategies, args.epochs, args.seeds, args.out,
+                    data_root=args.data_root, batch_size=args.batch_size, augment=args.augment,
+                    device=args.device, targets=args.targets, resume=not args.no_resume,
+                    parallel=args.parallel, sharpness_every=args.sharpness_every)
     if not is_main():
         return
     print()
