@@ -7,12 +7,12 @@ Usage (from the repository root)::
     python benchmarks/distributed_step.py --markdown out.md
 
 Per optimizer (float32, ``fully_shard`` on every layer and the root, mesh of 2 CPU ranks on gloo): the median
-time of ``opt.step()`` over the timed steps (forward and backward untimed), its ratio to
-``torch.optim.AdamW`` (foreach) on the same sharded params, and the collectives the step issues (logged by
-``torch_layerlr.distributed.comms.CollectiveLog`` on one extra, untimed step): expected none for element-wise recipes, one all-reduce of
-16 B x tensors (two float64 squared norms each) for LARS / LAMB, plus DALS's all-reduce of its 8-byte loss.
-The last column times that all-reduce alone (median of 200, same buffer, same group): the latency a trust-ratio
-step adds on this transport. Rank 0 reports; the ranks step in lockstep, so its times are the step's.
+time of ``opt.step()`` over the timed steps (forward and backward untimed), its ratio to ``torch.optim.AdamW``
+(foreach) on the same sharded params, and the collectives the step issues (logged by
+``torch_layerlr.distributed.comms.CollectiveLog`` on one extra, untimed step): expected none for element-wise
+recipes, one all-reduce of 16 B x tensors (two float64 squared norms each) for LARS / LAMB, plus DALS's
+all-reduce of its 8-byte loss. The header times that all-reduce alone (median of 200, same buffer, same group):
+the latency a trust-ratio step adds on this transport. Rank 0 reports; the ranks step in lockstep.
 """
 
 from __future__ import annotations

@@ -105,7 +105,8 @@ def test_shards_with_summed_norms_equal_whole_tensor(name):
 def _bad_calls():
     f64 = torch.float64
     return {
-        "shape": (dict(sq_norms=torch.zeros(3, 2, dtype=f64), trust_pass="norms"), ValueError, "sq_norms must have shape"),
+        "shape": (dict(sq_norms=torch.zeros(3, 2, dtype=f64), trust_pass="norms"), ValueError,
+                  "sq_norms must have shape"),
         "dtype": (dict(sq_norms=torch.zeros(4, 2), trust_pass="update"), TypeError, "sq_norms has dtype"),
         "missing": (dict(sq_norms=None, trust_pass="update"), ValueError, "needs sq_norms"),
         "pass": (dict(sq_norms=torch.zeros(4, 2, dtype=f64), trust_pass="both"), ValueError, "trust_pass must be"),
