@@ -144,3 +144,18 @@ def test_skipped_step_writes_nothing(trust_pass):
     fused_step_(*tensors, recipe, sq_norms=sq, trust_pass=trust_pass, found_inf=torch.ones(()), **inputs)
     assert all(torch.equal(a, b) for a, b in zip(before, _flat(tensors)))
     assert bool((sq == 7.0).all())
+
+
+@pytest.mark.parametrize("name", ["lars", "lamb", "dals"])
+@pytest.mark.parametrize("trust_pass", ["norms", "update"])
+def test_opcheck_split_overload(name, trust_pass):
+    """torch.library.opcheck on fused_step_.split (schema and mutation annotations, fake kernel, autograd
+    registration, aot_dispatch_dynamic), as on the default overload in test_optim.py."""
+    from torch_layerlr._ops import _fused_step_args
+
+    recipe = TRUST_RECIPES[name]
+    (params, grads, states, steps), inputs = _problem(recipe, torch.float32, [(4, 5), (7,), (0,), (3, 2, 2)])
+    args, kwargs = _fused_step_args(params, grads, states, steps, recipe, dict(
+        inputs, trust_ratios=torch.zeros(4, dtype=torch.float64),
+        sq_norms=torch.rand(4, 2, dtype=torch.float64), trust_pass=trust_pass))
+    torch.library.opcheck(torch.ops.layerlr.fused_step_.split, args, kwargs)
