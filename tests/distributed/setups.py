@@ -28,7 +28,8 @@ OPTIMIZERS: dict[str, tuple[type, dict[str, Any]]] = {
     "DepthScaledSGD": (DepthScaledSGD, dict(mu_xx=1.0, mu_yx=0.5, depth=4, momentum=0.5)),
     "LARS": (LARS, dict(lr=0.5, momentum=0.9, weight_decay=1e-3, trust_coefficient=0.02, exclude_1d=False)),
     "LAMB": (LAMB, dict(lr=2e-2, weight_decay=1e-2)),
-    "DALS": (DALS, dict(variant="dals", total_steps=10, weight_decay=1e-3)),
+    # trust_coefficient 0.5: ratios inside DALS's clamp [0.2, 5], so that they depend on the (global) norms
+    "DALS": (DALS, dict(variant="dals", total_steps=10, weight_decay=1e-3, trust_coefficient=0.5)),
 }
 TRUST = ("LARS", "LAMB", "DALS")
 ELEMENTWISE = tuple(name for name in OPTIMIZERS if name not in TRUST)
