@@ -10,3 +10,8 @@ before any test module imports torch; a value set by the caller wins.
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_configure(config):
+    # `pytest -m distributed` runs the multi-process torch.distributed tests alone (gloo on 127.0.0.1).
+    config.addinivalue_line("markers", "distributed: multi-process torch.distributed tests (gloo, loopback only)")
