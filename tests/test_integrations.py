@@ -168,13 +168,14 @@ def _fit(module, example, steps, tmp_path):
 def test_lightning_dals_gets_training_step_loss(tmp_path, monkeypatch):
     example = _example()
     fed = []
-    original = DALS.update_phase
+    original = DALS._advance  # where step() hands the closure's loss to the phase detector
 
-    def recording(self, loss):
-        fed.append(float(loss))
-        return original(self, loss)
+    def recording(self, loss, found_inf):
+        if loss is not None:
+            fed.append(float(loss))
+        return original(self, loss, found_inf)
 
-    monkeypatch.setattr(DALS, "update_phase", recording)
+    monkeypatch.setattr(DALS, "_advance", recording)
     torch.manual_seed(0)
     module = example.Classifier("dals", total_steps=12)
     before = [p.detach().clone() for p in module.parameters()]
