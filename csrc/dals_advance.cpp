@@ -4,7 +4,7 @@
 // the CUDA one in cuda/dals_advance.cu. NOTE: [trust nothing at the op boundary] (checks/op_args.cpp).
 #include <torch/library.h>
 
-#include <string>
+#include <tuple>
 
 #include "checks/memory.h"
 #include "cpu/cpu_backend.h"

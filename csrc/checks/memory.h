@@ -5,15 +5,30 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <string>
+#include <cstdint>
+#include <ostream>
 #include <vector>
 
 namespace layerlr {
 
-// One tensor of an op call, named for the error message ("exp_avgs[3]"), and whether the op writes it.
+// The name of an op argument in an error message: "lr", or "exp_avgs[3]". Kept as a pointer and an index, and
+// made text only when a check fails: the checks run on every call, for every tensor.
+struct ArgName {
+  ArgName(const char* list, int64_t index = -1) : list(list), index(index) {}  // NOLINT: implicit from a name
+  const char* list;
+  int64_t index;
+};
+
+inline std::ostream& operator<<(std::ostream& out, const ArgName& name) {
+  out << name.list;
+  if (name.index >= 0) out << "[" << name.index << "]";
+  return out;
+}
+
+// One tensor of an op call, named for the error message, and whether the op writes it.
 struct NamedTensor {
   const at::Tensor* tensor;
-  std::string name;
+  ArgName name;
   bool written;
   // A grad overlapping itself (an expanded grad) is read through a dense copy, and written only there
   // (NOTE: [strided tensors] in engine/dense_views.h): it may overlap itself, not other tensors.

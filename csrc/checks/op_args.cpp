@@ -7,7 +7,6 @@
 // tensor as it was. Inputs the recipe does not use are checked for shape but never read.
 #include <c10/util/Exception.h>
 
-#include <string>
 #include <vector>
 
 #include "../engine/op_entry.h"
@@ -21,27 +20,27 @@ bool is_supported_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
 }
 
-std::string item(const char* list, size_t i) { return std::string(list) + "[" + std::to_string(i) + "]"; }
+ArgName item(const char* list, size_t i) { return {list, static_cast<int64_t>(i)}; }
 
-void check_defined_strided(const at::Tensor& x, const std::string& name) {
+void check_defined_strided(const at::Tensor& x, const ArgName& name) {
   TORCH_CHECK_VALUE(x.defined(), name, " is undefined");
   TORCH_CHECK_TYPE(x.layout() == at::kStrided, name, " has layout ", x.layout(),
                    ": the fused step takes strided (dense) tensors only (no sparse gradients)");
 }
 
 // A tensor whose values the engine reads as numbers (per-tensor inputs, lr, grad_scale, ...): any real dtype.
-void check_real(const at::Tensor& x, const std::string& name) {
+void check_real(const at::Tensor& x, const ArgName& name) {
   TORCH_CHECK_TYPE(!x.is_complex(), name, " has dtype ", x.scalar_type(), ": expected a real tensor");
 }
 
-void check_device(const at::Tensor& x, const std::string& name, const at::Device& device) {
+void check_device(const at::Tensor& x, const ArgName& name, const at::Device& device) {
   TORCH_CHECK_VALUE(x.device() == device, name, " is on ", x.device(), " but the params are on ", device,
                     ": a fused call takes tensors on one device",
                     x.is_meta() || device.is_meta() ? " (meta tensors cannot be mixed with real ones)" : "");
 }
 
 void check_companion(const at::Tensor& p, const at::Tensor& x, const char* list, size_t i) {
-  const std::string name = item(list, i);
+  const ArgName name = item(list, i);
   check_defined_strided(x, name);
   check_device(x, name, p.device());
   TORCH_CHECK_TYPE(x.scalar_type() == p.scalar_type(), name, " has dtype ", x.scalar_type(), " but params[", i,
@@ -126,7 +125,7 @@ void check_step_args(const StepArgs& a) {
   const at::Device device = n ? a.params[0].device() : a.lr.device();
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& p = a.params[i];
-    const std::string name = item("params", i);
+    const ArgName name = item("params", i);
     check_defined_strided(p, name);
     TORCH_CHECK_TYPE(is_supported_float(p.scalar_type()), name, " has dtype ", p.scalar_type(),
                      ": the fused step supports float32, float64, bfloat16 and float16 params (complex params "
@@ -139,7 +138,7 @@ void check_step_args(const StepArgs& a) {
     if (!a.exp_avgs.empty()) check_companion(p, a.exp_avgs[i], "exp_avgs", i);
     if (!a.exp_avg_sqs.empty()) check_companion(p, a.exp_avg_sqs[i], "exp_avg_sqs", i);
     const at::Tensor& s = a.steps[i];
-    const std::string step = item("steps", i);
+    const ArgName step = item("steps", i);
     check_defined_strided(s, step);
     TORCH_CHECK_VALUE(s.numel() == 1, step, " must hold one element, got shape ", s.sizes());
     TORCH_CHECK_TYPE(s.is_floating_point(), step, " has dtype ", s.scalar_type(),
@@ -195,7 +194,7 @@ void check_step_args(const StepArgs& a) {
 
 void check_tensor_norms_args(at::TensorList tensors) {
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const std::string name = item("tensors", i);
+    const ArgName name = item("tensors", i);
     check_defined_strided(tensors[i], name);
     TORCH_CHECK_TYPE(is_supported_float(tensors[i].scalar_type()), name, " has dtype ", tensors[i].scalar_type(),
                      ": norms take float32, float64, bfloat16 or float16");
