@@ -176,34 +176,16 @@ def _check_not_mixed_meta(op: str, named: dict[str, object]) -> None:
                          f"with real ones (the call would update nothing)")
 
 
-@torch.library.register_fake("layerlr::fused_step_")
-def _fused_step_fake(params, grads, filters, exp_avgs, exp_avg_sqs, steps, **kwargs) -> None:
-    _check_not_mixed_meta("fused_step_", dict(params=params, grads=grads, filters=filters, exp_avgs=exp_avgs,
-                                              exp_avg_sqs=exp_avg_sqs, steps=steps, **kwargs))
-    return None
+def _fused_step_fake(op: str):
+    """The fake of ``op`` (fused_step_, fused_step_check and their .split overloads): checks, returns nothing."""
+    def fake(params, grads, filters, exp_avgs, exp_avg_sqs, steps, **kwargs) -> None:
+        _check_not_mixed_meta(op, dict(params=params, grads=grads, filters=filters, exp_avgs=exp_avgs,
+                                       exp_avg_sqs=exp_avg_sqs, steps=steps, **kwargs))
+    return fake
 
 
-@torch.library.register_fake("layerlr::fused_step_check")
-def _fused_step_check_fake(params, grads, filters, exp_avgs, exp_avg_sqs, steps, **kwargs) -> None:
-    _check_not_mixed_meta("fused_step_check", dict(params=params, grads=grads, filters=filters,
-                                                   exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, steps=steps,
-                                                   **kwargs))
-    return None
-
-
-@torch.library.register_fake("layerlr::fused_step_.split")
-def _fused_step_split_fake(params, grads, filters, exp_avgs, exp_avg_sqs, steps, **kwargs) -> None:
-    _check_not_mixed_meta("fused_step_", dict(params=params, grads=grads, filters=filters, exp_avgs=exp_avgs,
-                                              exp_avg_sqs=exp_avg_sqs, steps=steps, **kwargs))
-    return None
-
-
-@torch.library.register_fake("layerlr::fused_step_check.split")
-def _fused_step_check_split_fake(params, grads, filters, exp_avgs, exp_avg_sqs, steps, **kwargs) -> None:
-    _check_not_mixed_meta("fused_step_check", dict(params=params, grads=grads, filters=filters,
-                                                   exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, steps=steps,
-                                                   **kwargs))
-    return None
+for _op in ("fused_step_", "fused_step_.split", "fused_step_check", "fused_step_check.split"):
+    torch.library.register_fake(f"layerlr::{_op}")(_fused_step_fake(_op.split(".")[0]))
 
 
 @torch.library.register_fake("layerlr::tensor_norms")

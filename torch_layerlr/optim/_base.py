@@ -198,22 +198,21 @@ class FusedOptimizer(Optimizer):
     def _run_calls(self, plan: "_Plan", calls: list["_Call"]) -> None:
         """Runs the calls; new state joins ``opt.state`` once the engine has taken the step (a refused first call
         leaves no trace)."""
-        self._trust_ratios = []
         ran = False
         try:
             sharded = _distributed(calls)
             if sharded is not None:  # on local shards; trust ratios of the whole tensors (one collective)
                 sharded.run_calls(calls)
-            for call in calls:
-                if sharded is None:
-                    call.run()
                 ran = True
-                if call.trust_ratios is not None:
-                    self._trust_ratios.append((call.owners, call.trust_ratios))
+            else:
+                for call in calls:
+                    call.run()
+                    ran = True
         finally:
             if ran:
                 plan.commit(self.state)
                 self._cached_plan = plan
+        self._trust_ratios = [(c.owners, c.trust_ratios) for c in calls if c.trust_ratios is not None]
 
     def _call(self, bucket: "_Bucket", grad_scale: Optional[Tensor], found_inf: Optional[Tensor]) -> "_Call":
         device = bucket.device
@@ -246,18 +245,16 @@ class FusedOptimizer(Optimizer):
         recipes: dict[Any, Recipe] = {}
         for i, (saved, group) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
             merged = {**group, **{k: v for k, v in saved.items() if k != "params"}}
-            where = f"state_dict['param_groups'][{i}]"
-            self._check_group_values(merged, where)
-            for key in saved["params"]:
-                recipes[key] = recipes.get(key) or self._recipe(merged)
+            recipe = self._check_group_values(merged, f"state_dict['param_groups'][{i}]")
+            recipes.update((key, recipe) for key in saved["params"])
         for key, state in state_dict["state"].items():
             # Loading casts each buffer to its param's dtype and device, so only shape and kind must match here.
             check_param_state(f"state_dict['state'][{key!r}]", state, id_map[key], recipes[key].state_names,
                               same_device=False)
 
-    def _check_group_values(self, group: dict[str, Any], where: str) -> None:
+    def _check_group_values(self, group: dict[str, Any], where: str) -> Recipe:
         """The settings of a loaded group: numbers finite where they must be, per-parameter lists of the right
-        length, and a recipe that can be built from them."""
+        length, and a recipe that can be built from them (returned)."""
         try:
             lr = group.get("lr")
             if lr is not None:
@@ -268,7 +265,7 @@ class FusedOptimizer(Optimizer):
                 if isinstance(value, (int, float)) and math.isnan(value):
                     raise ValueError(f"{key} is nan")
             self._check_per_param_keys(dict(group))
-            self._recipe(group)
+            return self._recipe(group)
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"{where}: {exc}") from exc
 
