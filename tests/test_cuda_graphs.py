@@ -15,11 +15,10 @@ A replay runs the kernels of an eager step on the same inputs, so params, every 
 and the state_dict must be bitwise equal; and every non-empty param must have moved during the replays (a
 replay that did nothing, or reused the warmup's inputs, cannot pass).
 
-DALS is capturable only where its schedule clock and loss phase live on the device: a captured host schedule
+DALS keeps its schedule clock and loss phase on the device (layerlr::dals_advance_): a captured host schedule
 would replay one lr forever. So a DALS row first takes a step with a device loss under
-``torch.cuda.set_sync_debug_mode("error")`` (after one plain step, which may move its state to the device); a
-step that waits for the device keeps host state, and the row is skipped as not capturable, with the error.
-Everything is skipped where torch has no CUDA device.
+``torch.cuda.set_sync_debug_mode("error")`` (after one plain step, which moves its state to the device); a step
+that waits for the device fails the row. Everything is skipped where torch has no CUDA device.
 """
 
 from __future__ import annotations
@@ -94,8 +93,7 @@ def test_graph_replay_matches_eager(info):
     problem = Problem(SHAPES, torch.float32, seed=61)
     if info.is_dals:
         why = host_sync(info, problem)
-        if why:
-            pytest.skip(f"not capturable: a DALS step waits for the device ({why})")
+        assert why is None, f"a DALS step waits for the device, so it cannot be captured: {why}"
     step_grads = [[g.to(DEVICE) for g in problem.grads(k)] for k in range(steps)]
     losses = [torch.tensor(x, dtype=F64, device=DEVICE) for x in dals_losses(steps, seed=4)[0]]
 
