@@ -93,7 +93,9 @@ def test_sgdr_and_dals_acc_restart_after_ten_epochs(tiny):
 
 
 def test_parse_strategies():
-    assert [s.name for s in parse_strategies("all")] == list(STRATEGIES)
+    assert [s.name for s in parse_strategies("all")] == [n for n, s in STRATEGIES.items() if s.default]
+    assert {"depth-scaled", "llrd"} <= set(STRATEGIES) - {s.name for s in parse_strategies("all")}
+    assert [s.name for s in parse_strategies("depth-scaled,llrd")] == ["depth-scaled", "llrd"]
     assert [s.name for s in parse_strategies("dals, sgdr")] == ["dals", "sgdr"]
     with pytest.raises(ValueError, match="unknown strategy 'sgd'.*fixed-sgd"):
         parse_strategies("sgd")

@@ -53,7 +53,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None,
                         help="directory with the dataset files (Fashion-MNIST default: $LAYERLR_DATA, then "
                              "/usr/share/datasets/fashion-mnist; CIFAR-10: required)")
-    parser.add_argument("--model", choices=sorted(MODELS), default="mlp")
+    parser.add_argument("--model", default="mlp", metavar="MODEL",
+                        help=f"one of {', '.join(sorted(MODELS))}, or deep-mlp-L / res-mlp-L (L weight layers, "
+                             "plain or residual); default mlp")
     parser.add_argument("--optimizer", default="all", metavar="NAME[,NAME...]",
                         help="strategies to compare, or 'all': " + ", ".join(STRATEGIES))
     parser.add_argument("--epochs", type=int, default=15)
@@ -70,6 +72,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure the global and per-layer sharpness (top Hessian eigenvalues) every N steps on "
                              "a fixed batch of 128 training images, and plot eta*S (0: off; N is part of the "
                              "configuration runs resume under)")
+    parser.add_argument("--lr-sweep", nargs="?", const="default", default=None, metavar="FACTORS",
+                        help="equal tuning: seed 0 at each factor (comma-separated; default 1/9,1/3,1,3,9) times "
+                             "every strategy's default rates, the best on the validation split chosen, then the "
+                             "seeds at it; every sweep run is kept and tabled in OUT/sweep.md")
     parser.add_argument("--out", default="out/train", help="output directory (default: out/train)")
     parser.add_argument("--parallel", choices=("none", "ddp", "fsdp2"), default="none",
                         help="under torchrun: train data-parallel with DDP or FSDP2, each rank on its share of "
@@ -92,18 +98,32 @@ def train(args: argparse.Namespace) -> None:
         strategies = parse_strategies(args.optimizer)
     except ValueError as exc:
         sys.exit(f"error: --optimizer: {exc}")
+    from torch_layerlr.train.sweep import SWEEP_FACTORS, parse_factors
+
+    try:
+        lr_sweep = None if args.lr_sweep is None else (
+            SWEEP_FACTORS if args.lr_sweep == "default" else parse_factors(args.lr_sweep))
+    except ValueError as exc:
+        sys.exit(f"error: --lr-sweep: {exc}")
+    from torch_layerlr.models.vision import build_model
+
+    try:
+        build_model(args.model, 1, 28, 10)
+    except ValueError as exc:
+        sys.exit(f"error: --model: {exc}")
     dataset = resolve_dataset(args.dataset, args.data_root)
     if dataset != args.dataset:
         print(f"--dataset auto: using {dataset}" + (" (Fashion-MNIST files not found)" if dataset == "synthetic" else ""))
     table = compare(dataset, args.model, strategies, args.epochs, args.seeds, args.out,
                     data_root=args.data_root, batch_size=args.batch_size, augment=args.augment,
                     device=args.device, targets=args.targets, resume=not args.no_resume,
-                    parallel=args.parallel, sharpness_every=args.sharpness_every)
+                    parallel=args.parallel, sharpness_every=args.sharpness_every, lr_sweep=lr_sweep)
     if not is_main():
         return
     print()
     print(table)
-    print(f"Results: {args.out}/results.json, {args.out}/table.md, {args.out}/curves.png")
+    print(f"Results: {args.out}/results.json, {args.out}/table.md, {args.out}/curves.png"
+          + (f", {args.out}/sweep.md" if lr_sweep is not None else ""))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -8,9 +8,9 @@ from torch_layerlr.models.balancing import (FixedHeadLinear, ThreeLayerLinear, T
 from torch_layerlr.models.linear import (DeepLinear, ResidualChain, ScalarChain, balanced_factors,
                                          balanced_weight)
 from torch_layerlr.models.multipath import MultiPathLinear
-from torch_layerlr.models.vision import MLP, ConvNet, ResNet, build_model
+from torch_layerlr.models.vision import MLP, ConvNet, DeepMLP, ResNet, build_model
 
-__all__ = ["MLP", "ConvNet", "ResNet", "build_model", "DeepLinear", "FixedHeadLinear", "MultiPathLinear",
+__all__ = ["MLP", "ConvNet", "DeepMLP", "ResNet", "build_model", "DeepLinear", "FixedHeadLinear", "MultiPathLinear",
            "ResidualChain", "ScalarChain", "ThreeLayerLinear", "TwoLayerLinear",
            "balanced_factors", "balanced_weight", "haar_orthonormal", "two_layer_target", "unit_target",
            "whitened_inputs"]

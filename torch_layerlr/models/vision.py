@@ -3,14 +3,17 @@
 Each takes ``in_channels`` and ``image_size`` so the same definition serves Fashion-MNIST (1 x 28 x 28) and
 CIFAR-10 (3 x 32 x 32). The top-level children are the layer groups the DALS authors use (research note A.2):
 ``MLP`` has four (one per ``Linear``), ``ConvNet`` two (``features``, ``classifier``), ``ResNet`` five (stem,
-three stages, head).
+three stages, head). :class:`DeepMLP` (plain or residual, any depth) is the depth-transfer benchmark's family.
 """
 
 from __future__ import annotations
 
+import math
+import re
+
 from torch import Tensor, nn
 
-__all__ = ["MLP", "ConvNet", "ResNet", "MODELS", "build_model"]
+__all__ = ["MLP", "ConvNet", "ResNet", "DeepMLP", "MODELS", "build_model"]
 
 
 class MLP(nn.Module):
@@ -88,14 +91,48 @@ class ResNet(nn.Module):
         return self.head(self.stage3(self.stage2(self.stage1(self.stem(x)))))
 
 
-#: The ``--model`` choices of ``python -m torch_layerlr train``.
+class DeepMLP(nn.Module):
+    r"""An MLP with ``depth`` weight layers of width ``width``: ``inp`` (in -> width), ``depth - 2`` hidden layers
+    in ``hidden``, ``head`` (width -> classes), ReLU between them.
+
+    ``residual=False``: :math:`h \leftarrow \mathrm{relu}(W_k h)`. ``residual=True``:
+    :math:`h \leftarrow h + W_k\,\mathrm{relu}(h)/\sqrt{L-2}` (the :math:`1/\sqrt{L}` branch scaling of depth-wise
+    parametrisations, e.g. Yang et al. 2023 "Tensor Programs VI", Bordelon et al. 2023, so that the forward pass
+    stays of order one at any depth). PyTorch's default ``Linear`` initialisation everywhere."""
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, num_classes: int = 10, depth: int = 4,
+                 residual: bool = False, width: int = 128) -> None:
+        super().__init__()
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"depth must be an integer >= 2, got {depth!r}")
+        self.residual = residual
+        self.inp = nn.Linear(in_channels * image_size * image_size, width)
+        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 2))
+        self.head = nn.Linear(width, num_classes)
+        self.branch_scale = 1.0 / math.sqrt(max(depth - 2, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.inp(x.flatten(1))
+        for layer in self.hidden:
+            h = h + self.branch_scale * layer(h.relu()) if self.residual else layer(h.relu())
+        return self.head(h.relu())
+
+
+#: The ``--model`` choices of ``python -m torch_layerlr train``; also ``deep-mlp-L`` and ``res-mlp-L``
+#: (:class:`DeepMLP` with L weight layers, plain or residual).
 MODELS = {"mlp": MLP, "convnet": ConvNet, "resnet": ResNet}
+
+_DEEP = re.compile(r"(deep|res)-mlp-(\d+)")
 
 
 def build_model(name: str, in_channels: int, image_size: int, num_classes: int) -> nn.Module:
-    """The model ``name`` (a key of :data:`MODELS`) for images of ``in_channels x image_size x image_size``."""
+    """The model ``name`` (a key of :data:`MODELS`, or ``deep-mlp-L`` / ``res-mlp-L``) for images of
+    ``in_channels x image_size x image_size``."""
+    deep = _DEEP.fullmatch(name)
+    if deep is not None:
+        return DeepMLP(in_channels, image_size, num_classes, depth=int(deep.group(2)), residual=deep.group(1) == "res")
     if name not in MODELS:
-        raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
+        raise ValueError(f"model must be one of {sorted(MODELS)}, deep-mlp-L or res-mlp-L, got {name!r}")
     if image_size < 8 and name == "convnet":
         raise ValueError(f"image_size must be at least 8 for the ConvNet (three 2x2 poolings), got {image_size}")
     return MODELS[name](in_channels=in_channels, image_size=image_size, num_classes=num_classes)

@@ -7,6 +7,7 @@ from torch_layerlr.optim.grokfast import GrokfastAdamW
 from torch_layerlr.optim.lamb import LAMB
 from torch_layerlr.optim.lars import LARS
 from torch_layerlr.optim.layerwise import LayerwiseAdamW, LayerwiseSGD
+from torch_layerlr.optim.sharpness_rate import SharpnessLR
 
 __all__ = ["DALS", "DepthScaledSGD", "FusedOptimizer", "GrokfastAdamW", "LAMB", "LARS", "LayerwiseAdamW",
-           "LayerwiseSGD"]
+           "LayerwiseSGD", "SharpnessLR"]

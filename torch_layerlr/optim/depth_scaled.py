@@ -2,7 +2,7 @@ r"""SGD whose learning rate follows the data-dependent depth scaling of deep lin
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from torch import Tensor
 
@@ -53,7 +53,9 @@ class DepthScaledSGD(LayerwiseSGD):
     :math:`\beta` moves the stability edge to :math:`\tau = 1/(2(1+\beta))`).
 
     ``sharpness`` (keyword) replaces the closed form, e.g. a measured top Hessian eigenvalue; then
-    ``mu_xx``/``mu_yx`` may be ``None``.  :meth:`from_data` estimates everything from samples.  The closed
+    ``mu_xx``/``mu_yx`` may be ``None``.  :meth:`from_data` estimates everything from samples;
+    :meth:`from_sharpness` measures :math:`S` of any network's loss (with :class:`~torch_layerlr.optim.SharpnessLR`
+    to re-measure it during training).  The closed
     forms and :meth:`from_data` need NumPy and SciPy (the ``theory`` extra); ``sharpness=`` needs only torch.
 
     The rule's inputs are kept in ``optimizer.depth_scaling`` and the learning rate in the param groups'
@@ -109,3 +111,26 @@ class DepthScaledSGD(LayerwiseSGD):
             return cls(params, moments.mu_xx, moments.mu_yx, depth, tau, arch, momentum, **kwargs)
         s = float(theory.data_sharpness(depth, moments, arch))
         return cls(params, moments.mu_xx, moments.mu_yx, depth, tau, arch, momentum, sharpness=s, **kwargs)
+
+    @classmethod
+    def from_sharpness(cls, params: Iterable, loss_fn: Callable[[], Tensor], tau: float = 1.0, momentum: float = 0.0,
+                       *, seed: int = 0, **kwargs: Any) -> "DepthScaledSGD":
+        r"""Build with :math:`\eta = 1/(\tau S)`, :math:`S` the top Hessian eigenvalue of ``loss_fn()`` (a closure
+        computing the loss on a fixed batch) over ``params``, measured now
+        (:func:`~torch_layerlr.optim.sharpness_rate.measure_sharpness`): the rule for any network, which at a
+        deep linear network's balanced global minimum is :meth:`from_data`'s closed form. The measurement is kept
+        in ``depth_scaling["sharpness"]``. Pass the optimizer to :class:`~torch_layerlr.optim.SharpnessLR` to
+        re-measure :math:`S` as training moves."""
+        from torch_layerlr.optim.sharpness_rate import measure_sharpness
+
+        params, tensors = list(params), []
+        for i, item in enumerate(params):
+            if isinstance(item, dict):  # a param group: its params listed once, for the measurement and the base
+                group = item["params"]
+                params[i] = dict(item, params=[group] if isinstance(group, Tensor) else list(group))
+                tensors += params[i]["params"]
+            else:
+                tensors.append(item)
+        s = measure_sharpness(loss_fn, tensors, seed=seed).value
+        return cls(params, None, None, kwargs.pop("depth", None), tau, kwargs.pop("arch", "chain"), momentum,
+                   sharpness=s, **kwargs)

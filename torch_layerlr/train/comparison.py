@@ -15,6 +15,7 @@ from torch_layerlr.data import ImageDataset, channel_stats, cifar10, fashion_mni
 from torch_layerlr.train.loop import RunSpec, train_run
 from torch_layerlr.distributed.data_parallel import is_main
 from torch_layerlr.train.report import load_json, markdown_table, plot_curves, save_json, summarize
+from torch_layerlr.train.sweep import parse_factors, sweep_table, tune
 from torch_layerlr.train.zoo import Strategy
 
 __all__ = ["DATASETS", "DEFAULT_TARGETS", "load_dataset", "resolve_dataset", "compare"]
@@ -68,7 +69,8 @@ def _machine(device: str) -> dict[str, Any]:
 def compare(dataset: str, model: str, strategies: Sequence[Strategy], epochs: int, seeds: int, out: str, *,
             data_root: Optional[str] = None, batch_size: int = 128, augment: Optional[bool] = None,
             device: str = "cpu", targets: Optional[Sequence[float]] = None, resume: bool = True,
-            show_progress: bool = True, parallel: str = "none", sharpness_every: int = 0) -> str:
+            show_progress: bool = True, parallel: str = "none", sharpness_every: int = 0,
+            lr_sweep: Optional[Sequence[float]] = None) -> str:
     """Run every strategy with seeds ``0 .. seeds-1`` and write ``out/results.json`` (after every run),
     ``out/table.md`` and ``out/curves.png``. Returns the table.
 
@@ -78,6 +80,10 @@ def compare(dataset: str, model: str, strategies: Sequence[Strategy], epochs: in
     ``sharpness_every`` = N > 0: every run measures the global and per-layer sharpness every N steps
     (:class:`~torch_layerlr.sharpness.SharpnessMonitor`; ``RunSpec.sharpness_every``), and N is part of the
     configuration under which runs are resumed.
+
+    ``lr_sweep`` (factors of every strategy's default rates): equal tuning (:mod:`~torch_layerlr.train.sweep`):
+    seed 0 at every factor, the best on the validation split chosen, then the seeds at it; the table shows the
+    runs at the chosen factors, and ``out/sweep.md`` every sweep run.
 
     ``augment`` defaults to random crop + flip on CIFAR-10 only. With ``resume``, runs already in
     ``out/results.json`` under the same configuration are kept and not repeated.
@@ -96,36 +102,61 @@ def compare(dataset: str, model: str, strategies: Sequence[Strategy], epochs: in
                   test=data.test_images.shape[0])
     if sharpness_every:  # absent when off, so that results written before the monitor existed still resume
         config["sharpness_every"] = sharpness_every
+    if lr_sweep is not None:
+        lr_sweep = parse_factors(lr_sweep)
+        config["lr_sweep"] = list(lr_sweep)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "results.json")
     previous = load_json(path) if resume else None
     runs: list[dict[str, Any]] = []
     if previous is not None and previous.get("config") == config:
         runs = list(previous["runs"])
-    done = {(r["strategy"], r["seed"]) for r in runs}
 
     from tqdm import tqdm
 
     steps_per_epoch = -(-data.train_images.shape[0] // batch_size)
-    todo = [(s, seed) for s in strategies for seed in range(seeds) if (s.name, seed) not in done]
+
+    def train(strategy: Strategy, scale: float, seed: int) -> dict[str, Any]:
+        with tqdm(total=epochs * steps_per_epoch, desc=f"{strategy.name} x{scale:.3g} seed {seed}", unit="step",
+                  disable=not (show_progress and main), leave=False, mininterval=1.0) as bar:
+            run = train_run(strategy, spec, seed, mean, std, progress=lambda epoch, i: bar.update(1), lr_scale=scale)
+        last = run["epochs"][-1]
+        if main:
+            print(f"  {strategy.name:<14} x{scale:<6.3g} seed {seed}: test {last['test_acc']:.2f}%  "
+                  f"val {last['val_acc']:.2f}%  train loss {last['train_loss']:.4f}  {last['wall_s']:.1f} s"
+                  + ("  DIVERGED" if run["diverged"] else ""), flush=True)
+        return run
+
+    def save(run: dict[str, Any]) -> None:
+        runs.append(run)
+        if main:
+            save_json(path, dict(config=config, machine=_machine(device), runs=runs))
+
+    done = {(r["strategy"], r.get("lr_scale", 1.0), r["seed"]) for r in runs}
+    if lr_sweep is None:
+        todo = f"{sum((s.name, 1.0, seed) not in done for s in strategies for seed in range(seeds))} runs to do"
+    else:  # the seeds after the first depend on the factor the sweep chooses
+        wanted = {(s.name, f, 0) for s in strategies for f in lr_sweep}
+        todo = f"{len(wanted - done)} sweep runs and up to {len(strategies) * (seeds - 1)} more to do"
     if main:
         print(f"{dataset} ({config['train']} train / {config['val']} val / {config['test']} test), {model}, "
-              f"{epochs} epochs, {len(todo)} runs to do -> {out}")
-    for strategy, seed in todo:
-        with tqdm(total=epochs * steps_per_epoch, desc=f"{strategy.name} seed {seed}", unit="step",
-                  disable=not (show_progress and main), leave=False, mininterval=1.0) as bar:
-            run = train_run(strategy, spec, seed, mean, std, progress=lambda epoch, i: bar.update(1))
-        runs.append(run)
-        last = run["epochs"][-1]
-        if not main:
-            continue
-        print(f"  {strategy.name:<14} seed {seed}: test {last['test_acc']:.2f}%  val {last['val_acc']:.2f}%  "
-              f"train loss {last['train_loss']:.4f}  {last['wall_s']:.1f} s"
-              + ("  DIVERGED" if run["diverged"] else ""), flush=True)
-        save_json(path, dict(config=config, machine=_machine(device), runs=runs))
+              f"{epochs} epochs, {todo} -> {out}")
+    shown: list[dict[str, Any]] = []
+    tunings = {}
+    for strategy in strategies:
+        mine = [r for r in runs if r["strategy"] == strategy.name]
+        if lr_sweep is None:
+            for seed in range(seeds):
+                run = next((r for r in mine if r["seed"] == seed), None)
+                if run is None:
+                    run = train(strategy, 1.0, seed)
+                    save(run)
+                shown.append(run)
+        else:
+            tunings[strategy.name] = tune(lambda scale, seed: train(strategy, scale, seed), lr_sweep, seeds,
+                                          previous=mine, on_run=save)
+            shown += tunings[strategy.name].runs
 
-    wanted = {s.name for s in strategies}
-    shown = [r for r in runs if r["strategy"] in wanted]
     table = markdown_table(summarize(shown, targets), targets)
     title = f"{dataset} / {model}, {seeds} seed(s) x {epochs} epochs"
     if not main:
@@ -133,4 +164,7 @@ def compare(dataset: str, model: str, strategies: Sequence[Strategy], epochs: in
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(f"# {title}\n\n{table}")
     plot_curves(shown, os.path.join(out, "curves.png"), title)
+    if tunings:
+        with open(os.path.join(out, "sweep.md"), "w") as f:
+            f.write(f"# {title}: LR sweep (seed 0, final validation accuracy %)\n\n{sweep_table(tunings)}")
     return table

@@ -20,7 +20,7 @@ from torch_layerlr.distributed.data_parallel import MODES, share, share_weight, 
 from torch_layerlr.models.vision import build_model
 from torch_layerlr.optim import DALS
 from torch_layerlr.sharpness import MONITOR_BATCH, SharpnessMonitor
-from torch_layerlr.train.zoo import Setup, Strategy
+from torch_layerlr.train.zoo import Setup, Strategy, fixed_batch_loss
 
 __all__ = ["RunSpec", "train_run", "evaluate", "sharpness_monitoring", "fixed_batch_loss"]
 
@@ -61,6 +61,9 @@ class RunSpec:
     #: data-parallel over the ranks of torch.distributed: "none", "ddp" or "fsdp2" (each rank its share of
     #: every batch; see torch_layerlr.distributed.data_parallel)
     parallel: str = "none"
+    #: ``init(model, seed)`` after the model is built and before the optimizer is, e.g. to load pretrained
+    #: weights and re-initialise a head for fine-tuning (None: the model's own initialisation)
+    init: Optional[Callable[[nn.Module, int], None]] = None
 
     def __post_init__(self) -> None:
         if self.data.val_images is None:
@@ -95,18 +98,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def fixed_batch_loss(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
-    """A closure: the cross-entropy of ``model`` on (x, y), computed on copies of the model's buffers, so that
-    the BatchNorm running statistics a train-mode forward would update stay as they were."""
-
-    def loss_fn() -> Tensor:
-        state = dict(model.named_parameters())
-        state.update((name, b.clone()) for name, b in model.named_buffers())
-        return F.cross_entropy(torch.func.functional_call(model, state, (x,)), y)
-
-    return loss_fn
-
-
 def _monitor(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageDataset, mean: Sequence[float],
              std: Sequence[float], device: str, every: int) -> SharpnessMonitor:
     """Sharpness on the first :data:`SHARPNESS_BATCH` training images (normalized, not augmented), per layer =
@@ -118,14 +109,15 @@ def _monitor(model: nn.Module, optimizer: torch.optim.Optimizer, data: ImageData
 
 
 def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float], std: Sequence[float],
-              progress: Optional[Callable[[int, int], Any]] = None) -> dict[str, Any]:
+              progress: Optional[Callable[[int, int], Any]] = None, lr_scale: float = 1.0) -> dict[str, Any]:
     """Train ``spec.model`` from scratch with ``strategy`` and return the run's record.
 
     The seed fixes the initialisation, the batch order and the augmentation. Each epoch records the mean
     training loss and accuracy over its batches, validation and test loss and accuracy, the wall time of the
     training loop so far (evaluation excluded) and of ``optimizer.step()`` plus the scheduler's step so far,
     and the learning rate of the first param group. A non-finite training loss ends the run (``diverged``).
-    ``progress(epoch, batch)`` is called after every step (for a progress bar).
+    ``progress(epoch, batch)`` is called after every step (for a progress bar). ``lr_scale`` multiplies every
+    learning rate the strategy sets (:attr:`Setup.lr_scale`); the record keeps it.
 
     With ``spec.sharpness_every`` = N > 0 (or N set by :func:`sharpness_monitoring`), every N-th step measures the
     global and per-layer sharpness of the loss on a fixed batch; the run's record then holds the measurements
@@ -135,12 +127,15 @@ def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float
     data, device = spec.data, spec.device
     torch.manual_seed(seed)
     channels, size, _ = data.image_shape
-    model = wrap(build_model(spec.model, channels, size, data.num_classes).to(device), spec.parallel)
+    model = build_model(spec.model, channels, size, data.num_classes).to(device)
+    if spec.init is not None:
+        spec.init(model, seed)
+    model = wrap(model, spec.parallel)
     generator = torch.Generator().manual_seed(seed)
     sample = normalize(data.train_images[:SAMPLE_SIZE], mean, std).to(device)
     steps_per_epoch = math.ceil(data.train_images.shape[0] / spec.batch_size)
     setup = Setup(steps_per_epoch, spec.epochs, sample, data.train_labels[:SAMPLE_SIZE].to(device),
-                  data.num_classes)
+                  data.num_classes, lr_scale)
     optimizer, scheduler = strategy.build(unwrap(model), setup)
     feeds_loss = isinstance(optimizer, DALS)  # DALS's phase detector reads the training loss
     augment = crop_and_flip(padding=4) if spec.augment else None
@@ -213,7 +208,7 @@ def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float
         if not math.isfinite(train_loss):
             diverged = True
             break
-    run = dict(strategy=strategy.name, seed=seed, diverged=diverged, epochs=epochs)
+    run = dict(strategy=strategy.name, seed=seed, lr_scale=lr_scale, diverged=diverged, epochs=epochs)
     if monitor is not None:
         run["sharpness"] = monitor.records
     return run
