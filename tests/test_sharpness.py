@@ -174,7 +174,8 @@ def test_monitor_records_every_n_steps():
     for (name, pair), m in zip(blocks.items(), (1.0, 0.5, 2.0)):
         assert rec["layers"][name] == pytest.approx(pair.value, rel=1e-8)
         assert rec["layer_eta_s"][name] == pytest.approx(0.1 * m * pair.value, rel=1e-8)
-    assert rec["converged"] and rec["seconds"] > 0 and rec["hvps"] == 4 * rec["products"]
+    # each of the 4 rows (global + 3 layers) takes at most ``products`` steps and stops at its own tolerance
+    assert rec["converged"] and rec["seconds"] > 0 and rec["products"] <= rec["hvps"] <= 4 * rec["products"]
     assert monitor.seconds == pytest.approx(sum(r["seconds"] for r in monitor.records))
     # the second measurement starts from the first's eigenvectors: the Hessian has not moved, so it is short
     assert monitor.records[1]["hvps"] < monitor.records[0]["hvps"]
@@ -262,7 +263,7 @@ def test_train_run_with_monitor_trains_the_same(tiny):
     ref = top_eigenvalue(lambda: F.cross_entropy(net(x), y), list(net.parameters()), tol=1e-8)
     last = watched["sharpness"][-1]
     # a few warm-started Lanczos steps per measurement: a Ritz value, so at most S, and its recorded residual
-    assert last["products"] <= MONITOR_ITERS and last["hvps"] == 5 * last["products"]
+    assert last["products"] <= MONITOR_ITERS and last["products"] <= last["hvps"] <= 5 * last["products"]
     assert 0 < last["sharpness"] <= ref.value * (1 + 1e-6) and last["residual"] >= 0
     assert last["eta_s"] == pytest.approx(last["eta"] * last["sharpness"])
     assert list(last["layers"]) == ["layer1", "layer2", "layer3", "layer4"]
@@ -339,7 +340,7 @@ def test_warm_started_calls_converge_to_eigvalsh():
     assert monitor.iters == 2
     for _ in range(30):
         rec = monitor.measure()
-        assert rec["products"] <= 2 and rec["hvps"] == 3 * rec["products"]
+        assert rec["products"] <= 2 and rec["products"] <= rec["hvps"] <= 3 * rec["products"]
         assert rec["sharpness"] <= float(eigs[-1]) * (1 + 1e-12)
         nearest = float((eigs - rec["sharpness"]).abs().min())
         assert nearest <= rec["residual"] * abs(rec["sharpness"]) * (1 + 1e-6) + 1e-12
@@ -351,20 +352,50 @@ def test_warm_started_calls_converge_to_eigvalsh():
     assert monitor.records[0]["residual"] > 1e3 * rec["residual"]
 
 
-def test_for_module_and_closure_monitors_agree():
-    """Forward-over-reverse products (for_module) against double backward (a closure) from the same starts."""
-    net, loss_fn = small_net()
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(32, 4, generator=g, dtype=F64)
-    y = torch.randint(0, 3, (32,), generator=g)
-    functional = SharpnessMonitor.for_module(net, x, y, 1, lr=0.1, by="module", iters=3)
-    closure = SharpnessMonitor(loss_fn, module_groups(net), 1, lr=0.1, iters=3)
-    for _ in range(3):
-        a, b = functional.measure(), closure.measure()
-        assert a["sharpness"] == pytest.approx(b["sharpness"], rel=1e-10)
-        assert a["residual"] == pytest.approx(b["residual"], rel=1e-6, abs=1e-12)
-        for name in a["layers"]:
-            assert a["layers"][name] == pytest.approx(b["layers"][name], rel=1e-10)
+def test_for_module_measures_its_batch_with_batchnorm():
+    """for_module's loss is that of the first batch_size rows, a train-mode BatchNorm normalising with the batch's
+    statistics while its running statistics stay as they were; converged, its values are eigvalsh of that loss's
+    autograd Hessian and of its diagonal blocks."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh(), nn.Linear(4, 2)).to(F64)
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(24, 3, generator=g, dtype=F64), torch.randint(0, 2, (24,), generator=g)
+    before = [b.clone() for b in net.buffers()]
+    monitor = SharpnessMonitor.for_module(net, x, y, 1, batch_size=16, lr=0.1, by="module", iters=100, tol=1e-12)
+    rec = monitor.measure()
+    assert all(torch.equal(a, b) for a, b in zip(net.buffers(), before))
+    assert rec["converged"] and list(rec["layers"]) == ["0", "1", "3"]
+    h = reference_hessian(net, net_loss_of(net, x[:16], y[:16]))
+    assert rec["sharpness"] == pytest.approx(float(torch.linalg.eigvalsh(h)[-1]), rel=1e-9)
+    sizes = [sum(p.numel() for p in ps) for ps in module_groups(net).values()]
+    for name, top in zip(rec["layers"], block_tops(h, sizes)):
+        assert rec["layers"][name] == pytest.approx(top, rel=1e-9)
+
+
+def test_block_products_are_the_diagonal_blocks():
+    """Each block's product is H_bb v over its own tensors (overlapping blocks share one graph), against the
+    autograd Hessian; a tensor the loss ignores has a zero row."""
+    from torch_layerlr.sharpness import _hessian_blocks
+
+    g = torch.Generator().manual_seed(5)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).to(F64)
+    x, y = torch.randn(32, 4, generator=g, dtype=F64), torch.randint(0, 3, (32,), generator=g)
+    h = reference_hessian(net, net_loss_of(net, x, y))
+    params = list(net.parameters())
+    where, start = {}, 0
+    for p in params:
+        where[id(p)] = torch.arange(start, start + p.numel())
+        start += p.numel()
+    unused = torch.zeros(3, dtype=F64, requires_grad=True)
+    blocks = [params, params[:2], params[2:4] + [unused], params[4:]]
+    products = _hessian_blocks(lambda: F.cross_entropy(net(x), y), params + [unused], blocks)
+    for product, block in zip(products, blocks):
+        known = [p for p in block if p is not unused]
+        index = torch.cat([where[id(p)] for p in known])
+        v = torch.randn(sum(p.numel() for p in block), generator=g, dtype=F64)
+        got = product(v)
+        assert torch.allclose(got[:index.numel()], h[index][:, index] @ v[:index.numel()], rtol=1e-10, atol=1e-14)
+        assert torch.equal(got[index.numel():], torch.zeros(got.numel() - index.numel(), dtype=F64))
 
 
 def test_monitor_cost_accounting():
@@ -388,6 +419,29 @@ def test_monitor_cost_accounting():
     rec = tiny.measure()
     assert (rec["products"], rec["hvps"]) == (2, 4) and rec["converged"]
     assert rec["sharpness"] == pytest.approx(3.0, rel=1e-12)
+    # rows stop on their own: the 2-parameter layer after 2 steps, the 5-parameter one and the global row
+    # (7 distinct eigenvalues) after 4
+    phi = torch.ones(5, dtype=F64, requires_grad=True)
+    b = torch.tensor([0.1, 0.2, 0.4, 0.7, 1.1], dtype=F64)
+    mixed = SharpnessMonitor(lambda: 0.5 * (a * theta * theta).sum() + 0.5 * (b * phi * phi).sum(),
+                             {"theta": [theta], "phi": [phi]}, 1, lr=0.1, iters=4, tol=0.0)
+    rec = mixed.measure()
+    assert (rec["products"], rec["hvps"]) == (4, 4 + 2 + 4)
+
+
+def test_continuation_starts_hold_no_subnormal_floats():
+    """A power step per call shrinks the start's component along a tiny eigenvalue geometrically (here 1e-3 a
+    call); the monitor drops it once under the unit vector's rounding level, before it turns into subnormal
+    floats (which slow every later product on CPUs), and the value becomes exact."""
+    theta = torch.ones(2, requires_grad=True)
+    a = torch.tensor([1.0, 1e-3])
+    monitor = SharpnessMonitor(lambda: 0.5 * (a * theta * theta).sum(), {"theta": [theta]}, 1, lr=0.1, iters=1,
+                               tol=0.0)
+    tiny = torch.finfo(torch.float32).tiny
+    for _ in range(20):
+        rec = monitor.measure()
+        assert all(bool(((s == 0) | (s.abs() >= tiny)).all()) for s in monitor._starts)
+    assert rec["sharpness"] == 1.0 and rec["residual"] == 0.0
 
 
 def test_for_module_bad_inputs():

@@ -8,14 +8,16 @@ Hessian block.
 * :func:`top_eigenvalue`: :math:`S` by Lanczos with full reorthogonalisation on Hessian-vector products
   :math:`Hv = \nabla_\theta(\nabla_\theta\mathcal L\cdot v)` (double backward through one retained graph; no
   finite differences, any floating dtype, float64 included).
-* :func:`layer_sharpness`: every :math:`S_l` in one batched Lanczos iteration. Block :math:`l`'s Krylov vector
-  :math:`q_l` is placed in row :math:`l` of a batch of vectors that are zero outside block :math:`l`, so one
-  batched double backward (``is_grads_batched``) gives every :math:`H_{:l}q_l`, of which the rows of block
-  :math:`l` are :math:`H_{ll}q_l`.
+* :func:`layer_sharpness`: every :math:`S_l`, one Lanczos iteration per layer on vectors of the layer's own size,
+  all through one graph. Layer :math:`l`'s product :math:`H_{ll}v = \nabla_{\theta_l}(\nabla_{\theta_l}\mathcal
+  L\cdot v)` differentiates only the layer's gradient with respect to its own tensors, so autograd runs only
+  through the part of the graph between them: a layer's product costs a share of a full one, the smaller the
+  nearer the layer is to the loss (on a chain of :math:`L` similar layers all of them together cost about
+  :math:`(L+1)/2` full products, not :math:`L`).
 * :class:`SharpnessMonitor`: both, every ``every`` steps on a fixed batch (by default a training batch's
-  size, :data:`MONITOR_BATCH`), in one batched iteration of global and layer rows that continues across
-  measurements (a few steps each, :data:`MONITOR_ITERS`), recording :math:`\eta S`, :math:`\eta_l S_l`, the
-  residuals (the accuracy reached) and what each measurement cost.
+  size, :data:`MONITOR_BATCH`), by iterations of the global and layer rows that continue across measurements
+  (a few steps each, :data:`MONITOR_ITERS`), recording :math:`\eta S`, :math:`\eta_l S_l`, the residuals (the
+  accuracy reached) and what each measurement cost.
 
 Convergence: after :math:`k` Lanczos steps the top Ritz value :math:`\theta` of the tridiagonal :math:`T_k` has
 residual :math:`\|Hy - \theta y\| = \beta_k|s_k|` (:math:`s` the Ritz vector of :math:`T_k`, :math:`y = Q_ks`);
@@ -119,172 +121,126 @@ def _start_rows(start: Optional[Sequence[Optional[Sequence[Tensor]]]], blocks: l
     return rows
 
 
-def _closure_products(loss_fn: Callable[[], Tensor], params: list[Tensor]) -> Callable[[Tensor], Tensor]:
-    r"""``X -> X H`` for a batch of row vectors over ``params`` (flattened, concatenated), by double backward:
-    :math:`Hv = \nabla_\theta(\nabla_\theta\mathcal L\cdot v)` through one graph of ``loss_fn()`` kept for all
-    products (a batch of rows is one ``is_grads_batched`` backward)."""
+def _hessian_blocks(loss_fn: Callable[[], Tensor], params: list[Tensor],
+                    blocks: list[list[Tensor]]) -> list[Callable[[Tensor], Tensor]]:
+    r"""Per block :math:`b` (tensors of ``params``), ``v -> H_bb v`` over the block's tensors (flattened,
+    concatenated), by double backward through one graph of ``loss_fn()`` kept for all products:
+    :math:`H_{bb}v = \nabla_{\theta_b}(\nabla_{\theta_b}\mathcal L\cdot v)`. Each product differentiates only the
+    block's own gradient with respect to its own tensors, so autograd runs only through the part of the graph
+    between them: a layer's product costs a fraction of a full one (the last layer's the least)."""
     loss = loss_fn()
     if not isinstance(loss, Tensor) or loss.numel() != 1 or not loss.is_floating_point():
         raise ValueError("loss_fn must return a floating-point scalar tensor")
     if not loss.requires_grad:
         raise ValueError("loss_fn's result does not depend on the given parameters (it does not require grad)")
     grads = torch.autograd.grad(loss.reshape(()), params, create_graph=True, allow_unused=True)
+    of = {id(p): g for p, g in zip(params, grads)}
+    return [_block_product(block, [of[id(p)] for p in block]) for block in blocks]
+
+
+def _block_product(block: list[Tensor], grads: list[Optional[Tensor]]) -> Callable[[Tensor], Tensor]:
     # gradients that are constant in the parameters (None, or without a graph) have a zero Hessian row
     live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-    offsets = np.cumsum([0] + [p.numel() for p in params]).tolist()
+    sizes = [p.numel() for p in block]
 
-    def products(x: Tensor) -> Tensor:
-        out = torch.zeros_like(x)
+    def product(v: Tensor) -> Tensor:
         if not live:
-            return out
-        rows = x.shape[0]
-        vs = [x[:, offsets[i]:offsets[i + 1]].reshape((rows,) + tuple(params[i].shape)) for i in live]
-        if rows == 1:
-            hv = torch.autograd.grad([grads[i] for i in live], params, [v[0] for v in vs], retain_graph=True,
-                                     allow_unused=True)
-            hv = [None if h is None else h.unsqueeze(0) for h in hv]
-        else:
-            hv = torch.autograd.grad([grads[i] for i in live], params, vs, retain_graph=True, allow_unused=True,
-                                     is_grads_batched=True)
-        for i, h in enumerate(hv):
-            if h is not None:
-                out[:, offsets[i]:offsets[i + 1]] = h.reshape(rows, -1)
-        return out
+            return torch.zeros_like(v)
+        pieces = v.split(sizes)
+        hv = torch.autograd.grad([grads[i] for i in live], block, [pieces[i].view_as(block[i]) for i in live],
+                                 retain_graph=True, allow_unused=True)
+        return torch.cat([v.new_zeros(n) if h is None else h.reshape(-1) for h, n in zip(hv, sizes)])
 
-    return products
-
-
-def _functional_products(loss_of: Callable[[tuple[Tensor, ...]], Tensor],
-                         params: list[Tensor]) -> Callable[[Tensor], Tensor]:
-    r"""``X -> X H`` as :func:`_closure_products`, for a loss given as a function of the parameter tensors, by
-    forward-over-reverse differentiation: :math:`Hv` is the directional derivative of the gradient along
-    :math:`v` (``torch.func.jvp`` of ``torch.func.grad``), one forward-mode pass per batch of rows
-    (``torch.func.vmap``). Nothing is kept between products; on the MLP it costs about half a double backward."""
-    primals = tuple(p.detach() for p in params)
-    offsets = np.cumsum([0] + [p.numel() for p in params]).tolist()
-    gradient = torch.func.grad(loss_of)
-
-    def along(*tangents: Tensor) -> tuple[Tensor, ...]:
-        return torch.func.jvp(gradient, (primals,), (tangents,))[1]
-
-    def products(x: Tensor) -> Tensor:
-        rows = x.shape[0]
-        vs = [x[:, offsets[i]:offsets[i + 1]].reshape((rows,) + tuple(p.shape)) for i, p in enumerate(params)]
-        hv = along(*[v[0] for v in vs]) if rows == 1 else torch.func.vmap(along)(*vs)
-        return torch.cat([h.reshape(rows, -1) for h in hv], dim=1)
-
-    return products
+    return product
 
 
 @dataclass(frozen=True)
 class _Row:
-    """One block's Lanczos result, flattened over the whole parameter vector: the Ritz vector ``vector`` and the
-    start for a continuation, ``ahead`` = the power step :math:`Hy/\theta` (normalised) on it."""
+    r"""One block's Lanczos result, flattened over the block's tensors: the top Ritz value, and its Ritz vector
+    :math:`y` as coordinates ``coeffs`` (:math:`s`) in the Krylov vectors ``krylov`` (rows), with ``remainder``
+    the unnormalised next Lanczos vector :math:`w`, so that :math:`Hy - \theta y = s_k w`."""
 
     value: float
     iterations: int
     residual: float
     converged: bool
-    vector: Tensor
-    ahead: Tensor
+    krylov: Tensor
+    coeffs: Tensor
+    remainder: Tensor
+
+    def vector(self) -> Tensor:
+        """The Ritz vector :math:`y`."""
+        return torch.mv(self.krylov.t(), self.coeffs)
+
+    def ahead(self) -> Tensor:
+        r"""The start of a continuation: the power step :math:`Hy/\theta = y + s_k w/\theta` (for
+        :math:`\theta > 0`), a step toward the top of the spectrum, as a unit vector (:math:`y` when it is 0)."""
+        scale = float(self.coeffs[-1]) / max(abs(self.value), 1e-300)
+        ahead = torch.addmv(self.remainder, self.krylov.t(), self.coeffs, beta=scale)
+        norm = float(torch.linalg.vector_norm(ahead))
+        if not (norm > 0 and math.isfinite(norm)):
+            return self.vector()
+        # entries under eps/sqrt(size) of the unit vector (together at most eps, its rounding level) are dropped:
+        # repeated power steps would shrink them (the directions of tiny eigenvalues) into subnormal floats, which
+        # make every later product several times slower on CPUs
+        return F.hardshrink(ahead, norm * torch.finfo(ahead.dtype).eps / math.sqrt(ahead.numel())).div_(norm)
 
 
-def _lanczos(products: Callable[[Tensor], Tensor], masks: Tensor, starts: Tensor, sizes: Sequence[int],
-             iters: int, tol: float) -> tuple[list[_Row], int]:
-    """Top eigenpair of every block ``P_b H P_b`` (``P_b`` = the 0/1 row ``masks[b]``), all blocks advanced
-    together, one batched product per step (see the module doc). ``starts``: unit rows inside their masks.
-    Returns the rows and the number of batched products."""
-    nb = masks.shape[0]
-    q = starts
-    basis: list[Tensor] = []  # Krylov vectors, each (blocks, n)
-    alphas: list[list[float]] = [[] for _ in range(nb)]
-    betas: list[list[float]] = [[] for _ in range(nb)]
-    done: list[Optional[tuple[float, np.ndarray, float, bool, Tensor]]] = [None] * nb
-    calls = 0
+def _lanczos(product: Callable[[Tensor], Tensor], start: Tensor, iters: int, tol: float) -> _Row:
+    """Top eigenpair of one block's Hessian from the unit vector ``start`` (see the module doc)."""
+    size = start.numel()
+    # the Krylov vectors are the rows of one buffer (grown by doubling): reorthogonalisation is two
+    # matrix-vector products, and each vector is written in place rather than allocated
+    basis = start.new_empty(min(iters, size, 8), size)
+    basis[0] = start
+    alphas, betas = [], []
     for k in range(iters):
-        basis.append(q)
-        w = products(q) * masks
-        calls += 1
-        alpha = torch.einsum("bn,bn->b", q, w).double()
+        w = product(basis[k])
+        krylov = basis[:k + 1]
         # the three-term recurrence w - alpha q - beta q_prev is subsumed by full reorthogonalisation against
-        # every Krylov vector, done twice (classical Gram-Schmidt is not enough once)
-        stack = torch.stack(basis)
-        for _ in range(2):
-            w = w - torch.einsum("kb,kbn->bn", torch.einsum("kbn,bn->kb", stack, w), stack)
-        beta = w.norm(dim=1).double()
-        for b in range(nb):
-            if done[b] is not None:
-                continue
-            alphas[b].append(float(alpha[b]))
-            theta, vecs = eigh_tridiagonal(np.array(alphas[b]), np.array(betas[b]),
-                                           select="i", select_range=(k, k))
-            s = vecs[:, 0]
-            residual = float(beta[b]) * abs(float(s[-1]))
-            exhausted = k + 1 >= sizes[b] or float(beta[b]) == 0.0
-            if residual <= tol * abs(float(theta[0])) or exhausted or k == iters - 1:
-                # H y - theta y = beta_k s_k q_{k+1} = s_k w: the residual vector, kept for the power step
-                done[b] = (float(theta[0]), s, residual, residual <= tol * abs(float(theta[0])) or exhausted,
-                           float(s[-1]) * w[b])
-            else:
-                betas[b].append(float(beta[b]))
-        if all(d is not None for d in done):
+        # every Krylov vector; the coefficient on q_k is alpha_k = q_k . H q_k
+        coeffs = torch.mv(krylov, w)
+        alphas.append(float(coeffs[k]))
+        w.addmv_(krylov.t(), coeffs, alpha=-1)
+        beta = float(torch.linalg.vector_norm(w))
+        value, s = _top_ritz(alphas, betas)
+        residual = beta * abs(float(s[-1]))
+        met = residual <= tol * abs(value) or k + 1 >= size or beta == 0.0
+        if met or k == iters - 1:
             break
-        active = torch.tensor([d is None for d in done], device=w.device)
-        q = torch.where(active[:, None], w / beta.clamp_min(1e-300).to(w.dtype)[:, None], torch.zeros_like(w))
-    rows = []
-    for b in range(nb):
-        value, s, residual, converged, res_vec = done[b]
-        coeffs = torch.as_tensor(s, dtype=q.dtype, device=q.device)
-        y = torch.einsum("k,kn->n", coeffs, torch.stack([v[b] for v in basis[:s.size]]))
-        # the power step y + r/|theta| (= H y / theta for theta > 0) moves toward the top of the spectrum
-        ahead = y + res_vec / max(abs(value), 1e-300)
-        norm = float(ahead.double().norm())
-        ahead = ahead / norm if norm > 0 and math.isfinite(norm) else y
-        rows.append(_Row(value, int(s.size), residual, converged, y, ahead))
-    return rows, calls
+        # a second pass before w becomes the next Krylov vector (classical Gram-Schmidt is not enough once); the
+        # last w is only the residual's direction (its norm is right to rounding after one pass)
+        w.addmv_(krylov.t(), torch.mv(krylov, w), alpha=-1)
+        beta = float(torch.linalg.vector_norm(w))
+        betas.append(beta)
+        if k + 1 == basis.shape[0]:
+            basis = torch.cat([basis, basis.new_empty(min(2 * (k + 1), iters, size) - k - 1, size)])
+        torch.div(w, beta, out=basis[k + 1])
+    return _Row(value, k + 1, residual, met, krylov, torch.as_tensor(s, dtype=start.dtype, device=start.device), w)
 
 
-def _layout(params: list[Tensor], blocks: list[list[Tensor]]) -> tuple[Tensor, list[int], list[list[slice]]]:
-    """0/1 masks (blocks, n) of each block inside the concatenation of ``params``, the blocks' sizes, and each
-    block tensor's slice of it."""
-    index, off = {}, 0
-    for p in params:
-        index[id(p)] = slice(off, off + p.numel())
-        off += p.numel()
-    like = params[0].detach()
-    masks = torch.zeros(len(blocks), off, dtype=like.dtype, device=like.device)
-    slices = []
-    for b, block in enumerate(blocks):
-        slices.append([index[id(p)] for p in block])
-        for sl in slices[-1]:
-            masks[b, sl] = 1
-    return masks, [sum(p.numel() for p in block) for block in blocks], slices
+def _top_ritz(alphas: list[float], betas: list[float]) -> tuple[float, np.ndarray]:
+    """The top eigenpair of the Lanczos tridiagonal (diagonal ``alphas``, off-diagonal ``betas``)."""
+    if len(alphas) == 1:  # the first step's 1x1 matrix, without the solver's call overhead
+        return alphas[0], np.ones(1)
+    k = len(alphas) - 1
+    theta, vecs = eigh_tridiagonal(np.array(alphas), np.array(betas), select="i", select_range=(k, k))
+    return float(theta[0]), vecs[:, 0]
 
 
-def _embed(rows: list[Tensor], slices: list[list[slice]], n: int) -> Tensor:
-    out = rows[0].new_zeros(len(rows), n)
-    for b, (row, sls) in enumerate(zip(rows, slices)):
-        off = 0
-        for sl in sls:
-            width = sl.stop - sl.start
-            out[b, sl] = row[off:off + width]
-            off += width
-    return out
-
-
-def _pieces(row: Tensor, block: list[Tensor], slices: list[slice]) -> tuple[Tensor, ...]:
-    return tuple(row[sl].view_as(p).clone() for sl, p in zip(slices, block))
+def _pieces(row: Tensor, block: list[Tensor]) -> tuple[Tensor, ...]:
+    return tuple(piece.view_as(p).clone() for piece, p in zip(row.split([p.numel() for p in block]), block))
 
 
 def _block_pairs(loss_fn: Callable[[], Tensor], blocks: list[list[Tensor]], iters: int, tol: float, seed: int,
                  start: Optional[Sequence[Sequence[Tensor]]]) -> list[Eigenpair]:
-    """:func:`_lanczos` on the closure's Hessian (double backward), one row per (disjoint) block."""
+    """:func:`_lanczos` on every (disjoint) block of the closure's Hessian, all through one graph."""
     params = [p for block in blocks for p in block]
-    masks, sizes, slices = _layout(params, blocks)
-    starts = _embed(_start_rows(start, blocks, seed, params[0].detach()), slices, masks.shape[1])
-    rows, _ = _lanczos(_closure_products(loss_fn, params), masks, starts, sizes, iters, tol)
-    return [Eigenpair(r.value, r.iterations, r.residual, r.converged, _pieces(r.vector, block, sls))
-            for r, block, sls in zip(rows, blocks, slices)]
+    starts = _start_rows(start, blocks, seed, params[0].detach())
+    rows = [_lanczos(product, row, iters, tol)
+            for product, row in zip(_hessian_blocks(loss_fn, params, blocks), starts)]
+    return [Eigenpair(r.value, r.iterations, r.residual, r.converged, _pieces(r.vector(), block))
+            for r, block in zip(rows, blocks)]
 
 
 def top_eigenvalue(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, iters: int = 100,
@@ -367,15 +323,16 @@ class SharpnessMonitor:
     r"""Global and per-layer sharpness every ``every`` steps on a fixed batch, with the edge-of-stability
     indicators :math:`\eta S` and :math:`\eta_l S_l` (2 at the edge, for plain gradient descent).
 
-    ``loss_fn``: a closure computing the loss on the fixed batch (products by double backward); or build the
-    monitor with :meth:`for_module`, which takes a model and a batch (products by forward-over-reverse, about
-    half the cost). ``groups``: name -> tensors (e.g. :func:`module_groups`); the global sharpness is over all of
-    them. The step size comes from ``optimizer`` (:math:`\eta` = the first group's ``lr``; :math:`\eta_l` = the
-    layer's largest ``lr`` times ``lr_mult``) or is the number ``lr``.
+    ``loss_fn``: a closure computing the loss on the fixed batch; or build the monitor with :meth:`for_module`,
+    which takes a model and a batch. ``groups``: name -> tensors (e.g. :func:`module_groups`); the global
+    sharpness is over all of them. The step size comes from ``optimizer`` (:math:`\eta` = the first group's
+    ``lr``; :math:`\eta_l` = the layer's largest ``lr`` times ``lr_mult``) or is the number ``lr``.
 
-    Cost. A measurement is ``iters`` Lanczos steps (default :data:`MONITOR_ITERS`), each *one* batched product
-    of the global vector and every layer's block vector (``1 + layers`` rows), fewer when every row's relative
-    residual falls below ``tol``. It does not start afresh: it starts from the power step :math:`Hy/\theta` on
+    Cost. A measurement builds one graph of the loss (a forward and a backward that keeps its graph) and takes
+    ``iters`` Lanczos steps (default :data:`MONITOR_ITERS`) on each row: the global vector and every layer's
+    block vector (``1 + layers`` rows); a row stops earlier when its relative residual falls below ``tol``. Each
+    step costs one full Hessian-vector product for the global row and the layers' cheaper block products (see
+    :func:`layer_sharpness`). It does not start afresh: it starts from the power step :math:`Hy/\theta` on
     the previous measurement's Ritz vectors :math:`y`, so the iteration continues across measurements while the
     Hessian moves slowly, and a few steps per measurement keep it close to the top eigenvector.
 
@@ -386,8 +343,8 @@ class SharpnessMonitor:
     Call :meth:`step` after every optimizer step; every ``every``-th call measures and appends to
     :attr:`records` a dict ``step, sharpness, eta, eta_s, residual, layers, layer_eta_s, layer_residuals,
     products, hvps, seconds, converged``: ``residual`` the global relative residual, ``layer_residuals`` per
-    layer; ``products`` the batched products, ``hvps`` the Hessian-vector products they computed
-    (``products`` x rows).
+    layer; ``products`` the Lanczos steps of the longest row (at most ``iters``), ``hvps`` the Hessian-vector
+    products of all rows together (each row's steps, summed).
     """
 
     def __init__(self, loss_fn: Callable[[], Tensor], groups: Mapping[str, Sequence[Tensor]], every: int, *,
@@ -410,11 +367,8 @@ class SharpnessMonitor:
         self.records: list[dict[str, Any]] = []
         self._calls = 0
         self._params = [p for ps in self.groups.values() for p in ps]
-        blocks = [self._params] + (list(self.groups.values()) if self.per_layer else [])
-        self._masks, self._sizes, slices = _layout(self._params, blocks)
-        self._starts = _embed(_start_rows(None, blocks, seed, self._params[0].detach()), slices,
-                              self._masks.shape[1])
-        self._products: Callable[[], Callable[[Tensor], Tensor]] = lambda: _closure_products(loss_fn, self._params)
+        self._blocks = [self._params] + (list(self.groups.values()) if self.per_layer else [])
+        self._starts = _start_rows(None, self._blocks, seed, self._params[0].detach())
 
     @classmethod
     def for_module(cls, model: nn.Module, inputs: Tensor, targets: Tensor, every: int, *,
@@ -422,26 +376,20 @@ class SharpnessMonitor:
                    by: str = "children", **options: Any) -> "SharpnessMonitor":
         """A monitor of ``loss(model(x), y)`` on the fixed batch of the first ``batch_size`` rows of ``inputs``
         and ``targets`` (all of them when fewer; default :data:`MONITOR_BATCH`), one layer per
-        :func:`module_groups` ``(model, by)``, with forward-over-reverse products. The model's buffers are
-        read, never written (a train-mode BatchNorm runs on copies of its statistics). ``options``: those of
-        the constructor (``optimizer`` or ``lr``, ``per_layer``, ``iters``, ``tol``, ``seed``)."""
+        :func:`module_groups` ``(model, by)``. The model's buffers are read, never written (a train-mode
+        BatchNorm runs on copies of its statistics). ``options``: those of the constructor (``optimizer`` or
+        ``lr``, ``per_layer``, ``iters``, ``tol``, ``seed``)."""
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
         batch_size = _check_positive_int("batch_size", batch_size)
         x, y = inputs[:batch_size], targets[:batch_size]
-        groups = module_groups(model, by=by)
-        names = {id(p): n for n, p in model.named_parameters()}
-        # the closure is the constructor's (double-backward) view of the same loss; the products below replace it
-        monitor = cls(lambda: loss(model(x), y), groups, every, **options)
-        keys = [names[id(p)] for p in monitor._params]
 
-        def loss_of(params: tuple[Tensor, ...]) -> Tensor:
-            state = dict(zip(keys, params))
+        def loss_fn() -> Tensor:
+            state = dict(model.named_parameters())
             state.update((name, b.clone()) for name, b in model.named_buffers())
             return loss(torch.func.functional_call(model, state, (x,)), y)
 
-        monitor._products = lambda: _functional_products(loss_of, monitor._params)
-        return monitor
+        return cls(loss_fn, module_groups(model, by=by), every, **options)
 
     def step(self) -> Optional[dict[str, Any]]:
         """Count one training step; measure (and return the record) on every ``every``-th."""
@@ -458,15 +406,17 @@ class SharpnessMonitor:
     def measure(self) -> dict[str, Any]:
         """Measure now (whatever the step count) and append the record."""
         t0 = time.perf_counter()
-        rows, calls = _lanczos(self._products(), self._masks, self._starts, self._sizes, self.iters, self.tol)
-        self._starts = torch.stack([r.ahead for r in rows])
+        products = _hessian_blocks(self.loss_fn, self._params, self._blocks)
+        rows = [_lanczos(product, start, self.iters, self.tol) for product, start in zip(products, self._starts)]
+        self._starts = [r.ahead() for r in rows]
         relative = [r.residual / max(abs(r.value), 1e-300) for r in rows]
         top, names = rows[0], list(self.groups) if self.per_layer else []
         layers = {k: r.value for k, r in zip(names, rows[1:])}
         eta, etas = self._rates()
         rec = dict(step=self._calls, sharpness=top.value, eta=eta, eta_s=eta * top.value, residual=relative[0],
                    layers=layers, layer_eta_s={k: etas[k] * s for k, s in layers.items()},
-                   layer_residuals=dict(zip(names, relative[1:])), products=calls, hvps=calls * len(rows),
+                   layer_residuals=dict(zip(names, relative[1:])),
+                   products=max(r.iterations for r in rows), hvps=sum(r.iterations for r in rows),
                    seconds=time.perf_counter() - t0, converged=all(r.converged for r in rows))
         self.records.append(rec)
         return rec
