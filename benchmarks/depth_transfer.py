@@ -103,7 +103,8 @@ def main() -> None:
             rows.append([arch, rule] + [f"{best[arch, rule, L]:.3g} / {pm(*acc[arch, rule, L])}" for L in DEPTHS]
                         + [f"{max(logs) - min(logs):.2f}"])
     text = (f"# Depth transfer: Fashion-MNIST, width-128 MLPs, {args.epochs} epoch(s), best multiplier c of each "
-            f"rule and the final test accuracy % at it (mean ± std over {args.seeds} seeds)\n\n" + markdown(head, rows))
+            f"rule and the final test accuracy % at it (mean ± std over {args.seeds} seeds)\n\n"
+            + markdown(head, rows))
     lrs = [[arch, rule] + [f"{eta[arch, rule, L]:.3g}" for L in DEPTHS] + [
         f"{math.log10(max(eta[arch, rule, L] for L in DEPTHS) / min(eta[arch, rule, L] for L in DEPTHS)):.2f}"]
         for arch in ARCHS for rule in RULES]

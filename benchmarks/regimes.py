@@ -83,14 +83,19 @@ def test_acc(run: Run) -> float:
     return math.nan if run["diverged"] else run["epochs"][-1]["test_acc"]
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and (sample) standard deviation; NaN where a value is (a diverged run counts as NaN)."""
-    t = torch.tensor(values, dtype=torch.float64)
-    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean and (sample) standard deviation over the finite values, and how many were not (diverged runs);
+    the mean is NaN when none is finite."""
+    finite = [v for v in values if math.isfinite(v)]
+    t = torch.tensor(finite, dtype=torch.float64)
+    mean = float(t.mean()) if finite else math.nan
+    return mean, float(t.std()) if len(finite) > 1 else 0.0, len(values) - len(finite)
 
 
-def pm(mean: float, std: float) -> str:
-    return "diverged" if math.isnan(mean) else f"{mean:.2f} ± {std:.2f}"
+def pm(mean: float, std: float, diverged: int = 0) -> str:
+    if math.isnan(mean):
+        return f"diverged ({diverged}/{diverged})"
+    return f"{mean:.2f} ± {std:.2f}" + (f" ({diverged} diverged)" if diverged else "")
 
 
 def markdown(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -86,7 +86,8 @@ def test_rate_against_the_full_hessian_with_momentum_correction(momentum, dampen
     net, loss_fn, (x, y) = small_net()
     top = hessian_top(net, x, y)
     opt = LayerwiseSGD(net.parameters(), lr=1.0, momentum=momentum, dampening=dampening)
-    SharpnessLR(opt, loss_fn, tau=2.0, tol=1e-10, iters=sum(p.numel() for p in net.parameters()), momentum_correction=correction)
+    SharpnessLR(opt, loss_fn, tau=2.0, tol=1e-10, iters=sum(p.numel() for p in net.parameters()),
+                momentum_correction=correction)
     factor = (1 - momentum) / (1 - dampening) if correction and momentum else 1.0
     assert opt.param_groups[0]["lr"] == pytest.approx(factor / (2.0 * top), rel=1e-8)
 

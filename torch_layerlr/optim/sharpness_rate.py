@@ -65,14 +65,15 @@ def _measure_steps(every: int) -> Callable[[int], bool]:
 
 
 class SharpnessLR(LRScheduler):
-    r"""Sets every param group's ``lr`` to :math:`(1-\beta)/((1-d)\,\tau S)` (see the module doc), :math:`S` the top Hessian
-    eigenvalue of ``loss_fn()`` (a closure computing the loss on a fixed batch) over ``params`` (default: every
-    parameter of the optimizer).
+    r"""Sets every param group's ``lr`` to :math:`(1-\beta)/((1-d)\,\tau S)` (see the module doc), :math:`S` the
+    top Hessian eigenvalue of ``loss_fn()`` (a closure computing the loss on a fixed batch) over ``params``
+    (default: every parameter of the optimizer).
 
     Call :meth:`step` after every optimizer step, as with any LR scheduler; the measurements happen inside it (so a
     training loop that times ``scheduler.step()`` counts their cost). Construction measures once and sets the
-    rate for the first step. :attr:`records` holds one dict per measurement: ``step``, ``sharpness``, ``lr``,
-    ``products`` (Hessian-vector products), ``residual`` (relative), ``seconds``.
+    rate for the first step. :attr:`records` holds one dict per measurement: ``step``, ``sharpness``, ``lr``
+    (:math:`1/(\tau S)`, before the momentum factor), ``products`` (Hessian-vector products), ``residual``
+    (relative), ``seconds``.
 
     The schedule's state (the step count, the last sharpness and eigenvector) is saved by :meth:`state_dict`; the
     closure is not, so a restored scheduler is built with its closure first and then loaded. Once a parameter is

@@ -118,8 +118,8 @@ def _grokfast(model: nn.Module, setup: Setup) -> Built:
 
 def _dals(variant: str) -> Callable[[nn.Module, Setup], Built]:
     def build(model: nn.Module, setup: Setup) -> Built:
-        return DALS(model, variant=variant, lr=DALS_VARIANTS[variant]["lr"] * setup.lr_scale, weight_decay=SGD_WD, total_steps=setup.total_steps,
-                    restart_steps=10 * setup.steps_per_epoch), None
+        return DALS(model, variant=variant, lr=DALS_VARIANTS[variant]["lr"] * setup.lr_scale, weight_decay=SGD_WD,
+                    total_steps=setup.total_steps, restart_steps=10 * setup.steps_per_epoch), None
     return build
 
 
