@@ -1,12 +1,14 @@
 """Cost and accuracy of the sharpness toolkit on the Fashion-MNIST MLP: ``python benchmarks/sharpness_cost.py``.
 
 1. One-off measurements on a batch of 1024 training images, from a random start at tolerance 1e-3:
-   ``top_eigenvalue`` and ``layer_sharpness`` (4 layers, one batched Lanczos), in forward-backward equivalents
-   of that batch (medians of ``--repeats``, interleaved with the forward-backward they are divided by).
+   ``top_eigenvalue`` and ``layer_sharpness`` (4 layers, each on its own block products), in forward-backward
+   equivalents of that batch (medians of ``--repeats``, interleaved with the forward-backward they are
+   divided by).
 2. Accuracy of the monitor's cheap estimates: fixed-lr SGD (the comparison's ``fixed-sgd``, batch 128) for
    ``--epochs`` epochs with ``SharpnessMonitor.for_module`` every ``--every`` steps at its defaults (its own
-   batch of 128, 2 warm-started Lanczos steps per call); at every call the converged values on the same
-   batch (``top_eigenvalue`` / ``layer_sharpness``, tolerance 1e-8, random start) and the relative errors.
+   batch of 128, 2 warm-started Lanczos steps per call), and beside it monitors at 1 and 3 steps per call;
+   at every call the converged values on the same batch (``top_eigenvalue`` / ``layer_sharpness``, tolerance
+   1e-8, random start) and the relative errors: every call of the default, medians of the others.
 3. Cost per call in training steps, interleaved at the finest grain (10 steps, then one call of each monitor
    configuration: batch size, Lanczos steps per call, per-layer rows or the global one only); a call of c
    training steps, 4.22 times per 422-step epoch, costs c % of an epoch.
@@ -14,7 +16,7 @@
    interleaved (the order alternates within pairs) because other jobs load the machine; per pair the
    monitor's time over the plain run's training time; medians.
 
-Prints four markdown tables.
+Prints five markdown tables.
 """
 
 from __future__ import annotations
@@ -65,12 +67,12 @@ def one_off(data, mean, std, repeats: int) -> None:
     print(f"| forward-backward (the unit) | — | {unit:.4f} | 1 |")
     print(f"| `top_eigenvalue` (S = {top.value:.3f}) | {top.iterations} | {statistics.median(t_top):.3f} | "
           f"{statistics.median(t / f for t, f in zip(t_top, fb)):.0f} |")
-    print(f"| `layer_sharpness`, 4 layers | {max(b.iterations for b in blocks.values())} batched x 4 | "
+    print(f"| `layer_sharpness`, 4 layers | {'+'.join(str(b.iterations) for b in blocks.values())} | "
           f"{statistics.median(t_layer):.3f} | {statistics.median(t / f for t, f in zip(t_layer, fb)):.0f} |")
     print()
 
 
-def accuracy(data, mean, std, epochs: int, every: int) -> None:
+def accuracy(data, mean, std, epochs: int, every: int, other_iters: tuple[int, ...] = (1, 3)) -> None:
     torch.manual_seed(0)
     model = MLP()
     steps = -(-data.train_images.shape[0] // 128)
@@ -79,7 +81,9 @@ def accuracy(data, mean, std, epochs: int, every: int) -> None:
                                                        data.num_classes))
     x = normalize(data.train_images[:MONITOR_BATCH], mean, std)
     y = data.train_labels[:MONITOR_BATCH]
-    monitor = SharpnessMonitor.for_module(model, x, y, every, optimizer=opt)
+    # measuring leaves the model as it is, so the monitors share one training run
+    iters = (MONITOR_ITERS,) + other_iters
+    monitors = [SharpnessMonitor.for_module(model, x, y, every, optimizer=opt, iters=k) for k in iters]
     loss_fn = lambda: F.cross_entropy(model(x), y)  # noqa: E731
     gen = torch.Generator().manual_seed(0)
     rows = []
@@ -89,28 +93,43 @@ def accuracy(data, mean, std, epochs: int, every: int) -> None:
             opt.zero_grad(set_to_none=True)
             F.cross_entropy(model(xb), yb).backward()
             opt.step()
-            rec = monitor.step()
-            if rec is None:
+            recs = [monitor.step() for monitor in monitors]
+            if recs[0] is None:
                 continue
             top = top_eigenvalue(loss_fn, list(model.parameters()), iters=300, tol=1e-8)
             blocks = layer_sharpness(loss_fn, module_groups(model, by="children"), iters=300, tol=1e-8)
             assert top.converged and all(b.converged for b in blocks.values())
-            rows.append((rec, top.value, {k: b.value for k, b in blocks.items()}))
+            rows.append((recs, top.value, {k: b.value for k, b in blocks.items()}))
     names = list(rows[0][2])
+
+    def errors(i: int) -> tuple[list[float], list[list[float]]]:
+        glob = [abs(recs[i]["sharpness"] - s) / s for recs, s, _ in rows]
+        per_layer = [[abs(recs[i]["layers"][n] - layers[n]) / layers[n] for n in names] for recs, _, layers in rows]
+        return glob, per_layer
+
+    glob, per_layer = errors(0)
     print(f"| step | S (monitor) | S (converged) | rel. error | monitor residual | "
           + " | ".join(f"{n} rel. error" for n in names) + " |")
     print("|---:|---:|---:|---:|---:|" + "---:|" * len(names))
-    errors, layer_errors = [], []
-    for rec, s, layers in rows:
-        err = abs(rec["sharpness"] - s) / s
-        lerr = [abs(rec["layers"][n] - layers[n]) / layers[n] for n in names]
-        errors.append(err)
-        layer_errors.extend(lerr)
+    for (recs, s, _), err, lerr in zip(rows, glob, per_layer):
+        rec = recs[0]
         print(f"| {rec['step']} | {rec['sharpness']:.3f} | {s:.3f} | {err:.1e} | {rec['residual']:.1e} | "
               + " | ".join(f"{e:.1e}" for e in lerr) + " |")
-    print(f"| median | | | {statistics.median(errors):.1e} | "
-          f"{statistics.median(r['residual'] for r, _, _ in rows):.1e} | "
-          f"{statistics.median(layer_errors):.1e} (all layers) |" + " |" * (len(names) - 1))
+    print(f"| median | | | {statistics.median(glob):.1e} | "
+          f"{statistics.median(recs[0]['residual'] for recs, _, _ in rows):.1e} | "
+          f"{statistics.median(e for lerr in per_layer for e in lerr):.1e} (all layers) |" + " |" * (len(names) - 1))
+    print()
+    print("| Lanczos steps per call | S rel. error, median (from the 4th call) | layers' rel. error, median "
+          "(from the 4th call) | monitor residual, median |")
+    print("|---:|---:|---:|---:|")
+    for i, k in enumerate(iters):
+        glob, per_layer = errors(i)
+        layer_all = [e for lerr in per_layer for e in lerr]
+        layer_late = [e for lerr in per_layer[3:] for e in lerr]
+        print(f"| {k}{' (default)' if i == 0 else ''} | {statistics.median(glob):.1e} "
+              f"({statistics.median(glob[3:]):.1e}) | {statistics.median(layer_all):.1e} "
+              f"({statistics.median(layer_late):.1e}) | "
+              f"{statistics.median(recs[i]['residual'] for recs, _, _ in rows):.1e} |")
     print()
 
 
@@ -192,7 +211,7 @@ def main() -> None:
     if "accuracy" not in args.skip:
         accuracy(data, mean, std, args.epochs, args.every)
     if "per-call" not in args.skip:
-        per_call(data, mean, std, args.rounds, [(128, 1, True), (128, 2, True), (32, 2, True), (128, 1, False),
+        per_call(data, mean, std, args.rounds, [(128, 1, True), (128, 2, True), (128, 3, True), (32, 2, True),
                                                 (128, 2, False)])
     if "overhead" not in args.skip:
         overhead(data, mean, std, args.pairs, args.every)
