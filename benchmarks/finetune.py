@@ -81,6 +81,28 @@ def from_pretrained(state: dict[str, torch.Tensor]):
     return init
 
 
+def plot(cells: dict, model: str, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(LABELS)
+    for i, n in enumerate(LABELS):
+        means = [cells[row, n][1][0] for row in ROWS]
+        stds = [cells[row, n][1][1] for row in ROWS]
+        ax.bar([k + i * width for k in range(len(ROWS))], means, width, yerr=stds, capsize=3, label=f"{n} labels")
+    ax.set_xticks([k + width * (len(LABELS) - 1) / 2 for k in range(len(ROWS))], [STRATEGIES[r].label for r in ROWS],
+                  rotation=20, fontsize=8)
+    low = min(cells[key][1][0] for key in cells)
+    ax.set_ylim(low - 2, None)
+    ax.set_ylabel("final test accuracy (%)")
+    ax.set_title(f"Fine-tuning the {model} (classes 0-4 -> 5-9), equal tuning, mean ± std over seeds")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=("mlp", "convnet"), default="mlp")
@@ -110,6 +132,7 @@ def main() -> None:
     text = (f"# Fine-tuning: Fashion-MNIST {args.model}, classes 0-4 -> 5-9, final test accuracy %, mean ± std over "
             f"{args.seeds} seeds (Δ to the better of tuned SGD and AdamW)\n\n" + markdown(head, rows))
     write(out, "table.md", text)
+    plot(cells, args.model, os.path.join(out, "accuracy.png"))
 
 
 if __name__ == "__main__":
