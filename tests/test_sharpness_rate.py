@@ -125,6 +125,17 @@ def test_state_dict_round_trip_continues_identically():
     assert sched2.records[-1]["sharpness"] == sched.records[-1]["sharpness"]
 
 
+def test_cosine_anneals_the_measured_rate():
+    net, loss_fn, _ = small_net()
+    opt = LayerwiseSGD(net.parameters(), lr=1.0)
+    sched = SharpnessLR(opt, loss_fn, every=1000, cosine_steps=8)
+    for k in range(1, 11):
+        opt.step()
+        sched.step()
+        factor = 0.5 * (1 + math.cos(math.pi * min(k, 8) / 8))
+        assert opt.param_groups[0]["lr"] == pytest.approx(factor / sched.sharpness, rel=1e-12, abs=1e-15)
+
+
 def test_errors():
     net, loss_fn, _ = small_net()
     opt = LayerwiseSGD(net.parameters(), lr=1.0)
@@ -136,6 +147,8 @@ def test_errors():
         SharpnessLR(opt, loss_fn, iters=0)
     with pytest.raises(ValueError, match="loss_fn"):
         SharpnessLR(opt, "loss")
+    with pytest.raises(ValueError, match="cosine_steps"):
+        SharpnessLR(opt, loss_fn, cosine_steps=0)
     w = nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
     concave = LayerwiseSGD([w], lr=1.0)
     with pytest.raises(ValueError, match="S > 0"):

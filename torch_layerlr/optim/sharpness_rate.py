@@ -67,7 +67,9 @@ def _measure_steps(every: int) -> Callable[[int], bool]:
 class SharpnessLR(LRScheduler):
     r"""Sets every param group's ``lr`` to :math:`(1-\beta)/((1-d)\,\tau S)` (see the module doc), :math:`S` the
     top Hessian eigenvalue of ``loss_fn()`` (a closure computing the loss on a fixed batch) over ``params``
-    (default: every parameter of the optimizer).
+    (default: every parameter of the optimizer). ``cosine_steps`` = T anneals the rule's rate by the cosine factor
+    :math:`\tfrac12(1 + \cos(\pi\min(k, T)/T))` at step k (a shape, not a rate: there is still no learning rate
+    to choose).
 
     Call :meth:`step` after every optimizer step, as with any LR scheduler; the measurements happen inside it (so a
     training loop that times ``scheduler.step()`` counts their cost). Construction measures once and sets the
@@ -84,7 +86,7 @@ class SharpnessLR(LRScheduler):
     def __init__(self, optimizer: torch.optim.Optimizer, loss_fn: Callable[[], Tensor],
                  params: Optional[Iterable[Tensor]] = None, *, tau: float = 1.0, every: int = 100,
                  iters: int = MEASURE_ITERS, tol: float = MEASURE_TOL, seed: int = 0,
-                 momentum_correction: bool = True, last_epoch: int = -1) -> None:
+                 momentum_correction: bool = True, cosine_steps: Optional[int] = None, last_epoch: int = -1) -> None:
         if not callable(loss_fn):
             raise ValueError("loss_fn must be callable")
         self.tau = check_float("tau", tau, low=0.0, low_open=True)
@@ -93,7 +95,10 @@ class SharpnessLR(LRScheduler):
         if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
             raise ValueError(f"iters must be a positive integer, got {iters!r}")
         self.every, self.iters, self.tol, self.seed = every, iters, check_float("tol", tol, low=0.0), seed
-        self.loss_fn, self.momentum_correction = loss_fn, bool(momentum_correction)
+        if cosine_steps is not None and (isinstance(cosine_steps, bool) or not isinstance(cosine_steps, int)
+                                         or cosine_steps < 1):
+            raise ValueError(f"cosine_steps must be a positive integer or None, got {cosine_steps!r}")
+        self.loss_fn, self.momentum_correction, self.cosine_steps = loss_fn, bool(momentum_correction), cosine_steps
         self.params = list(params) if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
         if not self.params:
             raise ValueError("SharpnessLR got no parameters to measure")
@@ -131,8 +136,13 @@ class SharpnessLR(LRScheduler):
     def get_lr(self) -> list[float]:
         if self.sharpness is None or _measure_steps(self.every)(self.last_epoch):
             self._measure()
-        lr = 1.0 / (self.tau * self.sharpness)
+        lr = self._anneal() / (self.tau * self.sharpness)
         return [lr * self._factor(group) for group in self.optimizer.param_groups]
+
+    def _anneal(self) -> float:
+        if self.cosine_steps is None:
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * min(self.last_epoch, self.cosine_steps) / self.cosine_steps))
 
     def _factor(self, group: dict[str, Any]) -> float:
         if not self.momentum_correction:

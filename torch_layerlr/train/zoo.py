@@ -154,10 +154,13 @@ def fixed_batch_loss(model: nn.Module, x: Tensor, y: Tensor) -> Callable[[], Ten
     return loss_fn
 
 
-def _sharpness_rate(model: nn.Module, setup: Setup) -> Built:
-    loss_fn = fixed_batch_loss(model, setup.sample[:SHARPNESS_BATCH], setup.sample_labels[:SHARPNESS_BATCH])
-    opt = LayerwiseSGD(model.parameters(), lr=1.0, momentum=0.0, weight_decay=SGD_WD)
-    return opt, SharpnessLR(opt, loss_fn, tau=SHARPNESS_TAU / setup.lr_scale, every=SHARPNESS_EVERY)
+def _sharpness_rate(cosine: bool) -> Callable[[nn.Module, Setup], Built]:
+    def build(model: nn.Module, setup: Setup) -> Built:
+        loss_fn = fixed_batch_loss(model, setup.sample[:SHARPNESS_BATCH], setup.sample_labels[:SHARPNESS_BATCH])
+        opt = LayerwiseSGD(model.parameters(), lr=1.0, momentum=0.0, weight_decay=SGD_WD)
+        return opt, SharpnessLR(opt, loss_fn, tau=SHARPNESS_TAU / setup.lr_scale, every=SHARPNESS_EVERY,
+                                cosine_steps=setup.total_steps if cosine else None)
+    return build
 
 
 def _llrd(model: nn.Module, setup: Setup) -> Built:
@@ -198,7 +201,9 @@ _ROWS = [
     Strategy("dals-acc", "DALS-Acc", True, "lr 0.03, momentum 0.9, alpha 0.7, SGDR T_0 = 10 epochs", _dals("acc")),
     Strategy("sharpness-rate", "Sharpness-rate SGD", False,
              "SGD lr = 1/S, S measured on a batch of 128 at steps 0, 1, 2, 4, ... then every 100; no momentum, wd 5e-4",
-             _sharpness_rate),
+             _sharpness_rate(cosine=False)),
+    Strategy("sharpness-cosine", "Sharpness-rate SGD + cosine", False,
+             "as Sharpness-rate SGD, the rate annealed by a cosine over the run", _sharpness_rate(cosine=True)),
     Strategy("depth-scaled", "Depth-scaled SGD (linear rule)", True,
              "lr = 1/S of the deep linear chain bound (depth = weight layers), momentum 0.9", _depth_scaled,
              default=False),
