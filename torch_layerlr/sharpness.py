@@ -263,7 +263,8 @@ def top_eigenvalue(loss_fn: Callable[[], Tensor], params: Sequence[Tensor], *, i
 def layer_sharpness(loss_fn: Callable[[], Tensor], groups: Groups, *, iters: int = 100, tol: float = 1e-6,
                     seed: int = 0, start: Optional[Any] = None) -> Union[dict[str, Eigenpair], list[Eigenpair]]:
     r"""The top eigenvalue :math:`S_l = \lambda_{\max}(H_{ll})` of every diagonal Hessian block, one block per
-    group of tensors (a layer), all blocks in one batched Lanczos iteration.
+    group of tensors (a layer): one Lanczos iteration per block on the block's own products (see the module
+    doc), all through one graph of ``loss_fn()``.
 
     ``groups``: a mapping name -> tensors (returns a dict) or a sequence of tensor sequences (returns a list).
     ``start``: per group, start tensors (same container kind as ``groups``). Other arguments as in
