@@ -11,7 +11,7 @@ Protocol (fixed before the runs):
   the target classes of the training split; validation on the target classes of the held-out split, test on
   their test images;
 * fine-tuning starts from every pretrained weight except the head (the last ``Linear``), which is re-initialised
-  from the seed; batch 64, about 240 steps (15 epochs at 1k labels, 3 at 5k);
+  from the seed; batch 64, about 240 steps (15 epochs at 1k labels, 3 at 5k), evaluated after the last epoch;
 * strategies: the zoo's rows ``fixed-sgd`` (SGD lr 0.01), ``adamw`` (3e-4), ``disc``, ``stlr-disc``, ``llrd``
   (AdamW 1e-3, x0.75 per layer below the top) and ``dals``, each tuned alike (seed 0 at 3^-2 .. 3^2 times its
   default rate, best final validation accuracy), then 3 seeds at the chosen rate.
@@ -120,7 +120,7 @@ def main() -> None:
     for n in LABELS:
         target = classes(data, TARGET, n)
         epochs = max(1, round(STEPS / -(-n // BATCH)))
-        spec = RunSpec(target, args.model, epochs, BATCH, init=from_pretrained(state))
+        spec = RunSpec(target, args.model, epochs, BATCH, init=from_pretrained(state), eval_every=epochs)
         for row in ROWS:
             t = store.tuned(f"{row}/{n}", STRATEGIES[row], spec, SWEEP_FACTORS, args.seeds, mean, std)
             cells[row, n] = (t.chosen, mean_std([test_acc(r) for r in t.runs]))

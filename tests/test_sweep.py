@@ -98,6 +98,21 @@ def test_train_command_lr_sweep(tmp_path, capsys):
         main(args[:-4] + ["--lr-sweep", "0,1", "--out", str(out)])
 
 
+def test_eval_every_evaluates_only_the_chosen_epochs(tiny):
+    from torch_layerlr.train import RunSpec, train_run
+
+    data, _ = tiny
+    mean, std = channel_stats(data.train_images)
+    every = train_run(STRATEGIES["fixed-sgd"], RunSpec(data, "mlp", 3, 64), 0, mean, std)
+    sparse = train_run(STRATEGIES["fixed-sgd"], RunSpec(data, "mlp", 3, 64, eval_every=2), 0, mean, std)
+    assert math.isnan(sparse["epochs"][0]["val_acc"]) and math.isnan(sparse["epochs"][0]["test_loss"])
+    for e in (1, 2):  # epoch 2 (a multiple of 2) and the last
+        for key in ("val_acc", "val_loss", "test_acc", "test_loss", "train_loss"):
+            assert sparse["epochs"][e][key] == every["epochs"][e][key]
+    with pytest.raises(ValueError, match="eval_every"):
+        RunSpec(data, "mlp", 1, eval_every=0)
+
+
 def test_deep_mlp_against_a_hand_forward():
     torch.manual_seed(0)
     x = torch.randn(5, 1, 4, 4)

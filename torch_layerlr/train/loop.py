@@ -64,11 +64,14 @@ class RunSpec:
     #: ``init(model, seed)`` after the model is built and before the optimizer is, e.g. to load pretrained
     #: weights and re-initialise a head for fine-tuning (None: the model's own initialisation)
     init: Optional[Callable[[nn.Module, int], None]] = None
+    #: evaluate on the validation and test sets every this many epochs and after the last (the other epochs record
+    #: NaN there), e.g. for short fine-tuning runs whose evaluation would cost more than their training
+    eval_every: int = 1
 
     def __post_init__(self) -> None:
         if self.data.val_images is None:
             raise ValueError("RunSpec: the dataset needs a validation split (torch_layerlr.data.split_train)")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "eval_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -197,8 +200,10 @@ def train_run(strategy: Strategy, spec: RunSpec, seed: int, mean: Sequence[float
             seen = int(seen_t)
         sharpness_time += epoch_sharpness
         train_loss = float(loss_sum) / seen
-        val_loss, val_acc = evaluate(model, data.val_images, data.val_labels, mean, std, device)
-        test_loss, test_acc = evaluate(model, data.test_images, data.test_labels, mean, std, device)
+        val_loss = val_acc = test_loss = test_acc = math.nan
+        if epoch % spec.eval_every == 0 or epoch == spec.epochs:
+            val_loss, val_acc = evaluate(model, data.val_images, data.val_labels, mean, std, device)
+            test_loss, test_acc = evaluate(model, data.test_images, data.test_labels, mean, std, device)
         epochs.append(dict(epoch=epoch, train_loss=train_loss, train_acc=100.0 * int(correct) / seen,
                            val_loss=val_loss, val_acc=val_acc, test_loss=test_loss, test_acc=test_acc,
                            wall_s=train_time, step_s=step_time, steps=epoch * steps_per_epoch,
