@@ -92,25 +92,26 @@ def test_rate_against_the_full_hessian_with_momentum_correction(momentum, dampen
     assert opt.param_groups[0]["lr"] == pytest.approx(factor / (2.0 * top), rel=1e-8)
 
 
-def test_measures_at_0_1_2_4_then_every_period():
+def stepped(steps, **options):
+    """A SharpnessLR on the small net, stepped ``steps`` times (the net itself does not move: no gradients)."""
     net, loss_fn, _ = small_net()
     opt = LayerwiseSGD(net.parameters(), lr=1.0)
-    sched = SharpnessLR(opt, loss_fn, every=10)
-    for _ in range(35):
+    sched = SharpnessLR(opt, loss_fn, **options)
+    for _ in range(steps):
         opt.step()
         sched.step()
+    return opt, sched
+
+
+def test_measures_at_0_1_2_4_then_every_period():
+    _, sched = stepped(35, every=10)
     expected = [0, 1, 2, 4, 8, 10, 20, 30]
     assert [r["step"] for r in sched.records] == expected
     assert all(r["lr"] == pytest.approx(1.0 / r["sharpness"]) for r in sched.records)
 
 
 def test_state_dict_round_trip_continues_identically():
-    net, loss_fn, _ = small_net()
-    opt = LayerwiseSGD(net.parameters(), lr=1.0)
-    sched = SharpnessLR(opt, loss_fn, every=3)
-    for _ in range(5):
-        opt.step()
-        sched.step()
+    opt, sched = stepped(5, every=3)
     saved = sched.state_dict()
     assert "loss_fn" not in saved and "optimizer" not in saved
     net2, loss_fn2, _ = small_net()
