@@ -106,7 +106,7 @@ class DALS(FusedOptimizer):
                  momentum: Optional[float] = None, weight_decay: Optional[float] = None,
                  trust_coefficient: float = 0.02, alpha: Optional[float] = None,
                  warmup_frac: Optional[float] = None, total_steps: int = 10000, restart_steps: int = 1000,
-                 restart_mult: int = 2, *, schedule: bool = True, maximize: bool = False,
+                 restart_mult: int = 2, *, schedule: bool = True, maximize: bool = False, state_precision: str = "fp32",
                  global_loss: bool = True, process_group: Optional[Any] = None) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"Unknown DALS variant {variant!r}: expected one of {sorted(VARIANTS)}")
@@ -149,7 +149,7 @@ class DALS(FusedOptimizer):
             self._recorder = layers.ForwardOrderRecorder(params, by="children")
             params = [{"params": list(params.parameters()), "depth_ratio": None}]
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
-                        depth_ratio=0.5, maximize=maximize)
+                        depth_ratio=0.5, maximize=maximize, state_precision=state_precision)
         super().__init__(params, defaults)
         self._global = self._initial_global_state()
 

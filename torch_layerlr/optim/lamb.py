@@ -41,7 +41,7 @@ class LAMB(FusedOptimizer):
                  eps: float = 1e-6, weight_decay: float = 0.01, bias_correction: bool = True,
                  clamp_value: Optional[float] = None, exclude_1d: bool = False,
                  grokfast_alpha: Optional[float] = None, grokfast_lambda: float = 2.0, lr_mult: LrMult = 1.0, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, state_precision: str = "fp32") -> None:
         check_float("lr", lr, low=0.0)
         check_float("eps", eps, low=0.0)
         check_float("weight_decay", weight_decay, low=0.0)
@@ -49,7 +49,7 @@ class LAMB(FusedOptimizer):
             check_float("clamp_value", clamp_value, low=0.0, low_open=True)
         defaults = dict(lr=lr, betas=check_betas(betas), eps=eps, weight_decay=weight_decay,
                         bias_correction=bias_correction, clamp_value=clamp_value, exclude_1d=exclude_1d,
-                        lr_mult=lr_mult, maximize=maximize, **grokfast_defaults(grokfast_alpha, grokfast_lambda))
+                        lr_mult=lr_mult, maximize=maximize, state_precision=state_precision, **grokfast_defaults(grokfast_alpha, grokfast_lambda))
         super().__init__(params, defaults)
 
     def _recipe(self, group: dict[str, Any]) -> Recipe:

@@ -41,7 +41,7 @@ class LayerwiseSGD(FusedOptimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, grokfast_alpha: Optional[float] = None,
-                 grokfast_lambda: float = 2.0, lr_mult: LrMult = 1.0, *, maximize: bool = False) -> None:
+                 grokfast_lambda: float = 2.0, lr_mult: LrMult = 1.0, *, maximize: bool = False, state_precision: str = "fp32") -> None:
         check_float("lr", lr, low=0.0)
         check_float("momentum", momentum, low=0.0, high=1.0)
         check_float("dampening", dampening, low=0.0, high=1.0)
@@ -49,7 +49,7 @@ class LayerwiseSGD(FusedOptimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum requires a momentum and zero dampening")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, lr_mult=lr_mult, maximize=maximize,
+                        nesterov=nesterov, lr_mult=lr_mult, maximize=maximize, state_precision=state_precision,
                         **grokfast_defaults(grokfast_alpha, grokfast_lambda))
         super().__init__(params, defaults)
 
@@ -76,12 +76,12 @@ class LayerwiseAdamW(FusedOptimizer):
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, lr_mult: LrMult = 1.0, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, state_precision: str = "fp32") -> None:
         check_float("lr", lr, low=0.0)
         check_float("eps", eps, low=0.0)
         check_float("weight_decay", weight_decay, low=0.0)
         defaults = dict(lr=lr, betas=check_betas(betas), eps=eps, weight_decay=weight_decay, lr_mult=lr_mult,
-                        maximize=maximize)
+                        maximize=maximize, state_precision=state_precision)
         super().__init__(params, defaults)
 
     def _recipe(self, group: dict[str, Any]) -> Recipe:
