@@ -5,13 +5,13 @@
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
-#include <c10/util/BFloat16.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "../engine/quant_map.h"
 #include "../engine/state_precision.h"
+#include "state_codec.h"
 #include "step_kernel.h"
 
 namespace layerlr::cpu {
@@ -31,45 +31,35 @@ inline const QuantMap& slot_map(int slot) { return quant_map(slot != kExpAvgSqSl
 
 template <typename T>
 void decode_block(StatePrecision prec, const LowSlot& s, int slot, int64_t begin, int64_t len, T* out) {
-  if (prec == StatePrecision::kBf16) {
-    const uint16_t* in = static_cast<const uint16_t*>(s.state[slot]) + begin;
-    for (int64_t i = 0; i < len; ++i) out[i] = static_cast<T>(bf16_bits_to_float(in[i]));
-  } else {
-    const QuantMap& q = slot_map(slot);
-    const uint8_t* in = static_cast<const uint8_t*>(s.state[slot]) + begin;
-    const float scale = s.absmax[slot][begin / kQuantBlock];
-    for (int64_t i = 0; i < len; ++i) out[i] = static_cast<T>(quant_decode(q, in[i]) * scale);
+  if constexpr (std::is_same_v<T, float>) {
+    if (prec == StatePrecision::kBf16) {
+      decode_bf16(static_cast<const uint16_t*>(s.state[slot]) + begin, len, out);
+    } else {
+      decode_int8(slot_map(slot), static_cast<const uint8_t*>(s.state[slot]) + begin,
+                  s.absmax[slot][begin / kQuantBlock], len, out);
+    }
+  } else {  // float64 params: through a float buffer
+    float x[kQuantBlock];
+    decode_block<float>(prec, s, slot, begin, len, x);
+    for (int64_t i = 0; i < len; ++i) out[i] = static_cast<T>(x[i]);
   }
 }
 
 template <typename T>
 void encode_block(StatePrecision prec, const LowSlot& s, int slot, int64_t begin, int64_t len, const T* in) {
-  if (prec == StatePrecision::kBf16) {
-    uint16_t* out = static_cast<uint16_t*>(s.state[slot]) + begin;
-    const uint64_t key = s.key[slot];
-    // One 64-bit draw feeds four elements: element i takes bits [16 (i % 4), 16 (i % 4) + 16) of draw i / 4.
-    for (int64_t i = 0; i < len; ++i) {
-      const int64_t e = begin + i;
-      const uint64_t draw = mix64(key + static_cast<uint64_t>(e >> 2) * kGolden);
-      out[i] = bf16_round_stochastic(static_cast<float>(in[i]), static_cast<uint32_t>(draw >> (16 * (e & 3))));
+  if constexpr (std::is_same_v<T, float>) {
+    if (prec == StatePrecision::kBf16) {
+      encode_bf16(in, len, s.key[slot], begin, static_cast<uint16_t*>(s.state[slot]) + begin);
+    } else {
+      const float absmax = block_absmax(in, len);
+      encode_int8(slot_map(slot), slot != kExpAvgSqSlot, in, quant_inverse_scale(absmax), len,
+                  static_cast<uint8_t*>(s.state[slot]) + begin);
+      s.absmax[slot][begin / kQuantBlock] = absmax;
     }
   } else {
-    const QuantMap& q = slot_map(slot);
-    uint8_t* out = static_cast<uint8_t*>(s.state[slot]) + begin;
     float x[kQuantBlock];
-    using Vec = at::vec::Vectorized<float>;
-    Vec vmax(0.0f);
-    int64_t i = 0;
-    for (; i < len; ++i) x[i] = static_cast<float>(in[i]);
-    for (i = 0; i + Vec::size() <= len; i += Vec::size()) vmax = at::vec::maximum(vmax, Vec::loadu(x + i).abs());
-    float absmax = 0.0f;
-    __at_align__ float lanes[Vec::size()];
-    vmax.store(lanes);
-    for (int k = 0; k < Vec::size(); ++k) absmax = std::max(absmax, lanes[k]);
-    for (; i < len; ++i) absmax = std::max(absmax, std::fabs(x[i]));
-    const float inv = quant_inverse_scale(absmax);
-    for (i = 0; i < len; ++i) out[i] = quant_encode(q, x[i] * inv);
-    s.absmax[slot][begin / kQuantBlock] = absmax;
+    for (int64_t i = 0; i < len; ++i) x[i] = static_cast<float>(in[i]);
+    encode_block<float>(prec, s, slot, begin, len, x);
   }
 }
 

@@ -38,9 +38,13 @@ QuantMap build_quant_map(bool is_signed) {
     if (is_signed && j >= 1 && j < k - 1) q.value[127 - j] = -static_cast<float>(mags[j]);
     // the negative side has no -1: its nearest code for |x| nearest 1 is the largest negated midpoint
     q.neg_code[j] = static_cast<uint8_t>(is_signed ? 127 - std::min(j, k - 2) : 0);
-    q.mid[j] = j + 1 < k ? static_cast<float>((static_cast<double>(static_cast<float>(mags[j])) +
-                                               static_cast<double>(static_cast<float>(mags[j + 1]))) / 2.0)
-                         : std::numeric_limits<float>::infinity();
+    TORCH_INTERNAL_ASSERT(!is_signed || (q.pos_code[j] == kSignedZeroCode + j &&
+                                         q.neg_code[j] == kSignedZeroCode - std::min(j, kSignedZeroCode)));
+    // NOTE: [nearest code by table]: midpoints truncated to 15 mantissa bits (the low 8 carry j in a bucket entry)
+    const float mid = j + 1 < k ? static_cast<float>((static_cast<double>(static_cast<float>(mags[j])) +
+                                                      static_cast<double>(static_cast<float>(mags[j + 1]))) / 2.0)
+                                : std::numeric_limits<float>::infinity();
+    q.mid[j] = bits_float(float_bits(mid) & ~0xFFu);
   }
   for (int b = 0; b < kBuckets; ++b) {
     const float lo = b == 0 ? 0.0f : bits_float(static_cast<uint32_t>(b + (kBucketExpLo << kBucketBits))
@@ -50,7 +54,7 @@ QuantMap build_quant_map(bool is_signed) {
                                                     << (23 - kBucketBits));
     int j = 0;
     while (j + 1 < k && static_cast<float>(mags[j + 1]) <= lo) ++j;
-    q.lower[b] = static_cast<uint8_t>(j);
+    q.bucket[b] = (float_bits(q.mid[j]) & ~0xFFu) | static_cast<uint32_t>(j);
     // NOTE: [nearest code by table]: one compare decides only if the next midpoint is not inside the bucket.
     TORCH_INTERNAL_ASSERT(j + 1 >= k - 1 || q.mid[j + 1] >= hi, "quantization bucket ", b, " holds two midpoints");
   }

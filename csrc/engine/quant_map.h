@@ -26,18 +26,28 @@ namespace layerlr {
 // the top bits of |x| (its exponent and kBucketBits mantissa bits) index a table holding the largest magnitude
 // j at or below the bucket's start, and one compare against mid[j] finishes, because the map is never denser
 // than a bucket (build_quant_map checks that no bucket holds two midpoints). Buckets cover [2^-25, 2): anything
-// smaller is in bucket 0 (nearest code 0), anything larger (and NaN) in the last.
+// smaller is in bucket 0 (nearest code 0), anything larger (and NaN) in the last. So that one table load serves
+// both, each bucket's entry is the float32 bits of the midpoint above its j with the low 8 mantissa bits
+// replaced by j, and x goes up where it exceeds that float: a threshold within 2^-15 (relative) of the
+// midpoint, far inside the map's spacing of at least 0.7%. The last midpoint is +inf; with j in its low bits it
+// reads as NaN, which no x exceeds.
 constexpr int kBucketBits = 8;
 constexpr int kBucketExpLo = 127 - 25;  // biased float32 exponent of the first bucket
 constexpr int kBuckets = (127 - kBucketExpLo + 1) << kBucketBits;
 
 struct QuantMap {
   float value[256];          // code -> value in [-1, 1]
-  float mid[256];            // midpoint between magnitudes j and j+1 (inf after the last)
+  float mid[256];            // truncated midpoint between magnitudes j and j+1 (inf after the last)
   uint8_t pos_code[256];     // the code of magnitude j for x >= 0
   uint8_t neg_code[256];     // ... for x < 0 (the nearest negative code; 0's code in the unsigned map)
-  uint8_t lower[kBuckets];   // per bucket of |x|: the largest magnitude index at or below its start
+  uint32_t bucket[kBuckets]; // per bucket of |x|: j = the largest magnitude index at or below its start, in the
+                             // low 8 bits of mid[j]'s bits
 };
+
+C10_HOST_DEVICE inline uint32_t bucket_of(float a) {
+  int32_t b = static_cast<int32_t>(float_bits(a) >> (23 - kBucketBits)) - (kBucketExpLo << kBucketBits);
+  return static_cast<uint32_t>(b < 0 ? 0 : (b >= kBuckets ? kBuckets - 1 : b));
+}
 
 // The two maps, built once on the host (quant_map.cpp).
 const QuantMap& quant_map(bool is_signed);
@@ -46,12 +56,15 @@ C10_HOST_DEVICE inline float quant_decode(const QuantMap& q, uint8_t code) { ret
 
 C10_HOST_DEVICE inline uint8_t quant_encode(const QuantMap& q, float x) {
   const float a = std::fabs(x);
-  int32_t b = static_cast<int32_t>(float_bits(a) >> (23 - kBucketBits)) - (kBucketExpLo << kBucketBits);
-  b = b < 0 ? 0 : (b >= kBuckets ? kBuckets - 1 : b);
-  int j = q.lower[b];
-  j += a > q.mid[j] ? 1 : 0;
+  const uint32_t entry = q.bucket[bucket_of(a)];
+  int j = static_cast<int>(entry & 0xFFu);
+  j += a > bits_float(entry) ? 1 : 0;
   return x < 0.0f ? q.neg_code[j] : q.pos_code[j];
 }
+
+// The codes as arithmetic (build_quant_map checks that the tables say the same): signed maps put magnitude j at
+// code 127 + j and -j at 127 - j (no -1: j is clamped to 127); the unsigned map puts j at code j.
+constexpr int kSignedZeroCode = 127;
 
 // A block's scale: 1/absmax, or 0 for an all-zero block (every element then encodes to 0).
 C10_HOST_DEVICE inline float quant_inverse_scale(float absmax) { return absmax > 0.0f ? 1.0f / absmax : 0.0f; }

@@ -39,10 +39,12 @@ inline StatePrecision parse_state_precision(c10::string_view s) {
 // NOTE: [stochastic rounding]
 // A float x goes to one of the two bfloat16 values around it, up with probability equal to its distance from
 // the lower one in units of the gap: E[round(x)] = x, so small updates (lr*m against a large v) are not lost on
-// average the way round-to-nearest loses them. The 16 random bits come from a counter-based generator (the
-// splitmix64 sequence): the key of a stream is mixed on the host from (seed, step, tensor position in the call,
-// state slot), and element i of the stream is mix(key + i * golden). A result therefore depends on the seed,
-// the step and the element's position, never on threads or chunking, and a run is reproducible.
+// average the way round-to-nearest loses them. The 16 random bits come from a counter-based generator: the key
+// of a stream is mixed on the host from (seed, step, tensor position in the call, state slot) with splitmix64's
+// finalizer, and element i of the stream takes the top 16 bits of lowbias32(key_lo + i * golden32) ^ key_hi
+// (lowbias32: C. Wellons' 32-bit integer hash, two multiplies, so eight elements hash in one AVX2 vector; i is
+// the element's position in its tensor modulo 2^32). A result therefore depends on the seed, the step and the
+// element's position, never on threads or chunking, and a run is reproducible.
 C10_HOST_DEVICE inline uint64_t mix64(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
@@ -50,10 +52,26 @@ C10_HOST_DEVICE inline uint64_t mix64(uint64_t z) {
 }
 
 constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
+constexpr uint32_t kGolden32 = 0x9E3779B9u;
 
 // The key of one state tensor's stream at one step.
 C10_HOST_DEVICE inline uint64_t rounding_key(uint64_t seed, uint64_t step, uint64_t tensor, uint64_t slot) {
   return mix64(mix64(mix64(seed + kGolden) ^ (step * kGolden)) ^ ((tensor << 2) | slot));
+}
+
+C10_HOST_DEVICE inline uint32_t lowbias32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// The 16 random bits of element i of the stream `key`.
+C10_HOST_DEVICE inline uint32_t rounding_bits(uint64_t key, int64_t i) {
+  const uint32_t h = lowbias32(static_cast<uint32_t>(key) + static_cast<uint32_t>(i) * kGolden32);
+  return (h ^ static_cast<uint32_t>(key >> 32)) >> 16;
 }
 
 C10_HOST_DEVICE inline uint32_t float_bits(float x) {
