@@ -90,7 +90,25 @@ def _distributed(calls: list["_Call"]) -> Any:
 
 
 class FusedOptimizer(Optimizer):
-    """Base class: param groups, state, GradScaler and closures as in ``torch.optim``; the math in C++."""
+    """Base class: param groups, state, GradScaler and closures as in ``torch.optim``; the math in C++.
+
+    ``state_precision`` (every optimizer's keyword, also a param-group key) sets how the per-parameter state
+    (momentum buffer, ``exp_avg``, ``exp_avg_sq``, the Grokfast/DALS filter) is stored; step counters and params
+    are never affected:
+
+    * ``"fp32"`` (default): in the param's dtype, as ``torch.optim`` does.
+    * ``"bf16"``: bfloat16, updated in float32 and written back with stochastic rounding (a counter-based
+      generator keyed by the step and the element: reproducible, independent of threads). Half the bytes.
+    * ``"int8"``: blockwise 8-bit quantization as in bitsandbytes' 8-bit optimizers (Dettmers et al., ICLR 2022):
+      uint8 codes of the dynamic map (signed for first moments, buffers and filters, unsigned for second moments)
+      and one float32 absmax per 256 elements, kept as ``<name>`` and ``<name>_absmax``. Tensors of fewer than
+      4096 elements keep fp32 state. About a quarter of the bytes.
+
+    Decoding, the update and re-encoding happen inside the fused kernels, in the same pass over memory (CPU
+    only so far; trust-ratio norms are taken on the values before rounding). ``state_dict()`` holds the state as
+    it is kept; ``load_state_dict`` converts a checkpoint of any precision to the optimizer's own (a checkpoint
+    already in it loads bit for bit). Complex params take ``"fp32"`` only.
+    """
 
     #: group keys that may hold one float per parameter of the group instead of one float, with their range
     per_param_keys: dict[str, tuple[float, float]] = {"lr_mult": (0.0, math.inf)}

@@ -94,6 +94,8 @@ class DALS(FusedOptimizer):
         restart_steps, restart_mult: the SGDR cycle of ``"acc"``, in steps.
         schedule: apply the built-in schedule (default); False leaves the lr to an external scheduler.
         maximize: maximize the objective.
+        state_precision: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` optimizer state (see
+            :class:`~torch_layerlr.optim.FusedOptimizer`).
         global_loss: with torch.distributed initialised, feed the detector the mean loss over
             ``process_group`` (one all-reduce of 8 bytes per step), so that every replica of a data-parallel run
             is in the same phase; False: each rank its own loss.
@@ -106,8 +108,9 @@ class DALS(FusedOptimizer):
                  momentum: Optional[float] = None, weight_decay: Optional[float] = None,
                  trust_coefficient: float = 0.02, alpha: Optional[float] = None,
                  warmup_frac: Optional[float] = None, total_steps: int = 10000, restart_steps: int = 1000,
-                 restart_mult: int = 2, *, schedule: bool = True, maximize: bool = False, state_precision: str = "fp32",
-                 global_loss: bool = True, process_group: Optional[Any] = None) -> None:
+                 restart_mult: int = 2, *, schedule: bool = True, maximize: bool = False,
+                 state_precision: str = "fp32", global_loss: bool = True,
+                 process_group: Optional[Any] = None) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"Unknown DALS variant {variant!r}: expected one of {sorted(VARIANTS)}")
         published = VARIANTS[variant]

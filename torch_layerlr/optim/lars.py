@@ -43,6 +43,8 @@ class LARS(FusedOptimizer):
         grokfast_alpha, grokfast_lambda: optional Grokfast-EMA stage (off when ``grokfast_alpha`` is None).
         lr_mult: per-tensor learning-rate multiplier(s).
         maximize: maximize the objective.
+        state_precision: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` optimizer state (see
+            :class:`~torch_layerlr.optim.FusedOptimizer`).
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
@@ -57,7 +59,8 @@ class LARS(FusedOptimizer):
         if nesterov and momentum <= 0:
             raise ValueError("nesterov momentum requires a momentum > 0")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
-                        eps=eps, nesterov=nesterov, exclude_1d=exclude_1d, lr_mult=lr_mult, maximize=maximize, state_precision=state_precision,
+                        eps=eps, nesterov=nesterov, exclude_1d=exclude_1d, lr_mult=lr_mult, maximize=maximize,
+                        state_precision=state_precision,
                         **grokfast_defaults(grokfast_alpha, grokfast_lambda))
         super().__init__(params, defaults)
 

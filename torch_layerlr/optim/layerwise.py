@@ -37,11 +37,14 @@ class LayerwiseSGD(FusedOptimizer):
     .. note:: The buffer starts at the gradient on a tensor's first step. If momentum is switched on later
        (``momentum`` was 0), the new buffer starts at zero: the same as ``torch.optim.SGD`` unless
        ``dampening`` is nonzero, where the first buffer is :math:`(1-\tau) g` instead of :math:`g`.
+    ``state_precision``: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` optimizer state (see
+    :class:`~torch_layerlr.optim.FusedOptimizer`).
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, grokfast_alpha: Optional[float] = None,
-                 grokfast_lambda: float = 2.0, lr_mult: LrMult = 1.0, *, maximize: bool = False, state_precision: str = "fp32") -> None:
+                 grokfast_lambda: float = 2.0, lr_mult: LrMult = 1.0, *, maximize: bool = False,
+                 state_precision: str = "fp32") -> None:
         check_float("lr", lr, low=0.0)
         check_float("momentum", momentum, low=0.0, high=1.0)
         check_float("dampening", dampening, low=0.0, high=1.0)
@@ -72,6 +75,8 @@ class LayerwiseAdamW(FusedOptimizer):
         \theta &\leftarrow \theta - \frac{\eta m_l}{1-\beta_1^t}\,
             \frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon}
         \end{aligned}
+    ``state_precision``: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` optimizer state (see
+    :class:`~torch_layerlr.optim.FusedOptimizer`).
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
