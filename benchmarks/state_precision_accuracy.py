@@ -74,6 +74,9 @@ def main() -> int:
     ap.add_argument("--model", default="mlp")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="run seeds first-seed .. seeds-1 (to split the runs over processes)")
+    ap.add_argument("--merge", nargs="*", default=[], help="also tabulate the runs of these results.json files")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -89,7 +92,7 @@ def main() -> int:
             saved = json.load(f)
         runs = saved["runs"] if saved.get("config") == config else []
     done = {(r["strategy"], r["seed"]) for r in runs}
-    for seed in range(args.seeds):  # seed-major: a cut-short run still has every cell
+    for seed in range(args.first_seed, args.seeds):  # seed-major: a cut-short run still has every cell
         for precision in PRECISIONS:
             for s in strategies(precision):
                 if (s.name, seed) in done:
@@ -101,7 +104,12 @@ def main() -> int:
                 with open(path, "w") as f:
                     json.dump(dict(config=config, runs=runs), f)
     text = f"# Fashion-MNIST / {args.model}, {args.epochs} epochs: final test accuracy per state precision\n\n"
-    text += table(runs)
+    merged = list(runs)
+    for other in args.merge:
+        with open(other) as f:
+            have = {(r["strategy"], r["seed"]) for r in merged}
+            merged += [r for r in json.load(f)["runs"] if (r["strategy"], r["seed"]) not in have]
+    text += table(merged)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(text)
     print(text)

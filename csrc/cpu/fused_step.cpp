@@ -18,16 +18,6 @@
 namespace layerlr::cpu {
 namespace {
 
-// Pass 1 over one chunk of full-precision state: its pair of squared-norm partials.
-template <typename K, typename S, typename T>
-void norms_chunk(const S& s, int64_t begin, int64_t end, const Coef<T>& c, double* out) {
-  at::vec::Vectorized<T> vp(0), vu(0);
-  T tp = 0, tu = 0;
-  K::norms_range(s, begin, end, c, vp, vu, tp, tu);
-  out[0] = static_cast<double>(lane_sum(vp)) + static_cast<double>(tp);
-  out[1] = static_cast<double>(lane_sum(vu)) + static_cast<double>(tu);
-}
-
 template <typename scalar_t, bool kFilter, Moment kMoment, bool kBuffer, Trust kTrust>
 void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
   using T = at::opmath_type<scalar_t>;
@@ -108,7 +98,7 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
           KB::template run<true>(prec, s.param, s.grad, low_slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor],
                                  &partials[2 * k]);
         } else {
-          norms_chunk<K>(s, ch.begin, ch.end, coefs[ch.tensor], &partials[2 * k]);
+          K::norms_range(s, ch.begin, ch.end, coefs[ch.tensor], &partials[2 * k]);
         }
       });
       // Per-tensor finish: partials added in chunk order (NOTE: [chunking territory, CPU]).

@@ -94,7 +94,7 @@ struct BlockKernel {
         if (reads(k, kNorms)) decode_block(prec, s, k, b, len, buf[k]);
       const typename K::S local{param + b, grad + b, buf[kFilterSlot], buf[kExpAvgSlot], buf[kExpAvgSqSlot]};
       if constexpr (kNorms) {
-        K::norms_range(local, 0, len, c, vp, vu, tp, tu);
+        K::norms_block(local, len, c, vp, vu, tp, tu);
       } else {
         K::update_range(local, 0, len, c);
       }

@@ -79,17 +79,30 @@ struct Kernel {
 
   // NOTE: the loops work on local copies of the slot and the coefficients: stores through scalar_t* could
   // alias a caller's T fields, which would force a reload of every coefficient after every store.
-  // The vector accumulators are the caller's, so a range may be walked in several pieces (blocks of state).
-  static void norms_range(const S slot, int64_t begin, int64_t end, const Coef<T> coef,
-                          at::vec::Vectorized<T>& vp, at::vec::Vectorized<T>& vu, T& tp, T& tu) {
+  static void norms_range(const S slot, int64_t begin, int64_t end, const Coef<T> coef, double* out) {
+    using Vec = at::vec::Vectorized<T>;
+    const S s = slot;
+    const Coef<T> c = coef;
+    Vec vp(0), vu(0);
+    int64_t i = begin;
+    for (; i + Vec::size() <= end; i += Vec::size()) norms<Vec>(s, i, c, vp, vu);
+    T tp = 0, tu = 0;
+    for (; i < end; ++i) norms<T>(s, i, c, tp, tu);
+    out[0] = static_cast<double>(lane_sum(vp)) + static_cast<double>(tp);
+    out[1] = static_cast<double>(lane_sum(vu)) + static_cast<double>(tu);
+  }
+
+  // norms_range over one block of a chunk (low-precision state): the sums go on in the caller's accumulators.
+  static void norms_block(const S slot, int64_t len, const Coef<T> coef, at::vec::Vectorized<T>& vp,
+                          at::vec::Vectorized<T>& vu, T& tp, T& tu) {
     using Vec = at::vec::Vectorized<T>;
     const S s = slot;
     const Coef<T> c = coef;
     Vec p = vp, u = vu;  // locals, for the same reason
     T sp = tp, su = tu;
-    int64_t i = begin;
-    for (; i + Vec::size() <= end; i += Vec::size()) norms<Vec>(s, i, c, p, u);
-    for (; i < end; ++i) norms<T>(s, i, c, sp, su);
+    int64_t i = 0;
+    for (; i + Vec::size() <= len; i += Vec::size()) norms<Vec>(s, i, c, p, u);
+    for (; i < len; ++i) norms<T>(s, i, c, sp, su);
     vp = p, vu = u, tp = sp, tu = su;
   }
 

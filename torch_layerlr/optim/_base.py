@@ -373,6 +373,9 @@ class FusedOptimizer(Optimizer):
                 if precision != "fp32" and p.is_complex():
                     raise ValueError(f"state_precision={precision!r} does not support complex params (param {i} of "
                                      f"group {group_index} is {p.dtype})")
+                if precision != "fp32" and hasattr(p, "to_local"):  # a DTensor: its state would be unsharded
+                    raise ValueError(f"state_precision={precision!r} does not support sharded (DTensor) params yet "
+                                     f"(param {i} of group {group_index})")
                 bucket_key = (recipe, p.device, p.dtype, filter_key, precision)
                 builder = builders.get(bucket_key)
                 if builder is None:
