@@ -45,7 +45,7 @@ TRAFFIC = {
     "GrokfastAdamW": (12, 6),    # + filter r/w
     "LARS": (20, 2),             # pass 1 p, g r; pass 2 p r/w, g r; buf r/w
     "LAMB": (24, 4),             # pass 1 p, g r, u into g; pass 2 p r/w, g r; m, v r/w in pass 1
-    "DALS": (24, 5),             # pass 1 g, p r, f r/w; pass 2 g, p r, p w, f r, buf r/w
+    "DALS": (20, 5),             # pass 1 g, p r, f r/w; pass 2 g, p r, p w, f r, buf r/w
 }
 BNB = {"LayerwiseAdamW": "AdamW8bit", "LAMB": "LAMB8bit"}
 
