@@ -76,6 +76,7 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=0,
                     help="run seeds first-seed .. seeds-1 (to split the runs over processes)")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma list of " + ",".join(PRECISIONS))
     ap.add_argument("--merge", nargs="*", default=[], help="also tabulate the runs of these results.json files")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--out", required=True)
@@ -93,7 +94,7 @@ def main() -> int:
         runs = saved["runs"] if saved.get("config") == config else []
     done = {(r["strategy"], r["seed"]) for r in runs}
     for seed in range(args.first_seed, args.seeds):  # seed-major: a cut-short run still has every cell
-        for precision in PRECISIONS:
+        for precision in args.precisions.split(","):
             for s in strategies(precision):
                 if (s.name, seed) in done:
                     continue
