@@ -110,6 +110,9 @@ def main() -> int:
         with open(other) as f:
             have = {(r["strategy"], r["seed"]) for r in merged}
             merged += [r for r in json.load(f)["runs"] if (r["strategy"], r["seed"]) not in have]
+    if args.merge:  # the merged runs are this run's record from now on
+        with open(path, "w") as f:
+            json.dump(dict(config=config, runs=merged), f)
     text += table(merged)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(text)
