@@ -80,6 +80,7 @@ import sys
 import tempfile
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -252,6 +253,7 @@ class Ctx:
     shapes: list[tuple[int, ...]]
     total_steps: int = DALS_TOTAL_STEPS
     uniform_lr_mult: bool = False  # --check of the torch.optim baselines against LayerwiseSGD/AdamW
+    state_precision: str = "fp32"  # of our optimizers (benchmarks/state_precision_step.py)
 
     @property
     def n(self) -> int:
@@ -271,21 +273,22 @@ class Ctx:
 
 
 def make_fused(name: str, params: list[torch.Tensor], ctx: Ctx) -> torch.optim.Optimizer:
+    prec = dict(state_precision=ctx.state_precision)
     if name == "DALS":
         hp = DALS_HP
         return DALS([{"params": params, "depth_ratio": ctx.depth}], lr=hp["lr"], momentum=hp["momentum"],
                     weight_decay=hp["weight_decay"], trust_coefficient=hp["trust_coefficient"], alpha=hp["alpha"],
-                    warmup_frac=hp["warmup_frac"], total_steps=ctx.total_steps)
+                    warmup_frac=hp["warmup_frac"], total_steps=ctx.total_steps, **prec)
     if name == "LARS":
-        return LARS(params, **LARS_HP)  # exclude_1d=True: vectors get ratio 1 and no weight decay
+        return LARS(params, **LARS_HP, **prec)  # exclude_1d=True: vectors get ratio 1 and no weight decay
     if name == "LAMB":
-        return LAMB(params, **LAMB_HP)
+        return LAMB(params, **LAMB_HP, **prec)
     if name == "GrokfastAdamW":
-        return GrokfastAdamW(params, **GROK_HP)
+        return GrokfastAdamW(params, **GROK_HP, **prec)
     if name == "LayerwiseSGD":
-        return LayerwiseSGD([{"params": params, "lr_mult": ctx.lr_mult}], **SGD_HP)
+        return LayerwiseSGD([{"params": params, "lr_mult": ctx.lr_mult}], **SGD_HP, **prec)
     if name == "LayerwiseAdamW":
-        return LayerwiseAdamW([{"params": params, "lr_mult": ctx.lr_mult}], **ADAMW_HP)
+        return LayerwiseAdamW([{"params": params, "lr_mult": ctx.lr_mult}], **ADAMW_HP, **prec)
     if name == "torch AdamW(fused)":
         return torch.optim.AdamW(params, fused=True, **ADAMW_HP)
     if name == "torch SGD(foreach)":
@@ -395,6 +398,9 @@ def build_impl(opt_name: str, impl: str, params0: list[torch.Tensor], grads0: li
 
 
 def _build_impl(opt_name: str, impl: str, params: list[torch.Tensor], grads: list[torch.Tensor], ctx: Ctx) -> Impl:
+    if impl.startswith("fused:"):  # our optimizer with low-precision state: "fused:bf16", "fused:int8"
+        ctx = dataclasses.replace(ctx, state_precision=impl.split(":", 1)[1])
+        impl = "fused"
     if impl in ("fused", "torch"):
         for p, g in zip(params, grads):
             p.requires_grad_(True)

@@ -30,9 +30,12 @@ StepArgs make_step_args(at::TensorList params, at::TensorList grads, at::TensorL
                         double ratio_max, double norm_max, bool maximize,
                         const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
                         const std::optional<at::Tensor>& trust_ratios,
-                        const std::optional<at::Tensor>& sq_norms, c10::string_view trust_pass) {
+                        const std::optional<at::Tensor>& sq_norms, c10::string_view trust_pass,
+                        c10::string_view state_precision, at::TensorList filter_scales,
+                        at::TensorList exp_avg_scales, at::TensorList exp_avg_sq_scales, int64_t seed) {
   StepArgs a{params, grads, filters, exp_avgs, exp_avg_sqs, steps, lr, lr_mult, weight_decay, blend, trust_mask,
-             filter_coef, grad_scale, found_inf, trust_ratios, Recipe{}, sq_norms, parse_trust_pass(trust_pass)};
+             filter_coef, grad_scale, found_inf, trust_ratios, Recipe{}, sq_norms, parse_trust_pass(trust_pass),
+             parse_state_precision(state_precision), filter_scales, exp_avg_scales, exp_avg_sq_scales, seed};
   Recipe& r = a.recipe;
   r.filter = parse_filter(filter);
   r.decay = parse_decay(decay);
@@ -60,7 +63,8 @@ void bump_versions(const StepArgs& a) {
   auto bump = [](const at::Tensor& t) {
     if (!t.is_inference()) t.unsafeGetTensorImpl()->bump_version();
   };
-  for (at::TensorList list : {a.params, a.filters, a.exp_avgs, a.exp_avg_sqs, a.steps})
+  for (at::TensorList list : {a.params, a.filters, a.exp_avgs, a.exp_avg_sqs, a.steps, a.filter_scales,
+                              a.exp_avg_scales, a.exp_avg_sq_scales})
     for (const at::Tensor& t : list) bump(t);
   if (a.recipe.writes_grads() && a.pass != TrustPass::kUpdate)
     for (const at::Tensor& g : a.grads) bump(g);
@@ -112,6 +116,18 @@ TORCH_LIBRARY(layerlr, m) {
       "bool bias_correction, float trust_coefficient, float trust_eps, float ratio_min, float ratio_max, "
       "float norm_max, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None, "
       "Tensor(g!)? trust_ratios=None, Tensor(h!)? sq_norms, str trust_pass) -> ()");
+  // The step on low-precision state (NOTE: [state precision] in engine/state_precision.h): the split overload's
+  // arguments, the precision, the int8 absmax of each state list (empty lists otherwise) and the seed of the
+  // stochastic rounding of bf16 state.
+  m.def(
+      "fused_step_.state(Tensor(a!)[] params, Tensor(b!)[] grads, Tensor(c!)[] filters, Tensor(d!)[] exp_avgs, "
+      "Tensor(e!)[] exp_avg_sqs, Tensor(f!)[] steps, *, Tensor lr, Tensor lr_mult, Tensor weight_decay, "
+      "Tensor blend, Tensor trust_mask, str filter, str decay, str moment, str trust, Tensor? filter_coef, "
+      "float filter_lambda, float momentum, float dampening, bool nesterov, float beta1, float beta2, float eps, "
+      "bool bias_correction, float trust_coefficient, float trust_eps, float ratio_min, float ratio_max, "
+      "float norm_max, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None, "
+      "Tensor(g!)? trust_ratios=None, Tensor(h!)? sq_norms=None, str trust_pass='all', str state_precision, "
+      "Tensor(i!)[] filter_scales, Tensor(j!)[] exp_avg_scales, Tensor(k!)[] exp_avg_sq_scales, int seed=0) -> ()");
   // The checks of fused_step_ alone, on metadata only: see fused_step_ in engine/op_entry.h.
   m.def(
       "fused_step_check(Tensor[] params, Tensor[] grads, Tensor[] filters, Tensor[] exp_avgs, "
@@ -129,6 +145,15 @@ TORCH_LIBRARY(layerlr, m) {
       "bool bias_correction, float trust_coefficient, float trust_eps, float ratio_min, float ratio_max, "
       "float norm_max, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None, "
       "Tensor? trust_ratios=None, Tensor? sq_norms, str trust_pass) -> ()");
+  m.def(
+      "fused_step_check.state(Tensor[] params, Tensor[] grads, Tensor[] filters, Tensor[] exp_avgs, "
+      "Tensor[] exp_avg_sqs, Tensor[] steps, *, Tensor lr, Tensor lr_mult, Tensor weight_decay, "
+      "Tensor blend, Tensor trust_mask, str filter, str decay, str moment, str trust, Tensor? filter_coef, "
+      "float filter_lambda, float momentum, float dampening, bool nesterov, float beta1, float beta2, float eps, "
+      "bool bias_correction, float trust_coefficient, float trust_eps, float ratio_min, float ratio_max, "
+      "float norm_max, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None, "
+      "Tensor? trust_ratios=None, Tensor? sq_norms=None, str trust_pass='all', str state_precision, "
+      "Tensor[] filter_scales, Tensor[] exp_avg_scales, Tensor[] exp_avg_sq_scales, int seed=0) -> ()");
   m.def("tensor_norms(Tensor[] tensors) -> Tensor");
   m.def(
       "dals_phase_(Tensor(a!) detector, Tensor(b!) filter_coef, Tensor loss, *, float tau1, float tau2, "
@@ -138,11 +163,13 @@ TORCH_LIBRARY(layerlr, m) {
 TORCH_LIBRARY_IMPL(layerlr, CompositeExplicitAutograd, m) {
   m.impl("fused_step_check", &layerlr::fused_step_<layerlr::no_backend, false>);
   m.impl("fused_step_check.split", &layerlr::fused_step_split_<layerlr::no_backend, false>);
+  m.impl("fused_step_check.state", &layerlr::fused_step_state_<layerlr::no_backend, false>);
 }
 
 TORCH_LIBRARY_IMPL(layerlr, CPU, m) {
   m.impl("fused_step_", &layerlr::fused_step_<layerlr::cpu::fused_step>);
   m.impl("fused_step_.split", &layerlr::fused_step_split_<layerlr::cpu::fused_step>);
+  m.impl("fused_step_.state", &layerlr::fused_step_state_<layerlr::cpu::fused_step>);
   m.impl("tensor_norms", &layerlr::tensor_norms_cpu);
   m.impl("dals_phase_", &layerlr::dals_phase_cpu);
 }
@@ -150,11 +177,13 @@ TORCH_LIBRARY_IMPL(layerlr, CPU, m) {
 TORCH_LIBRARY_IMPL(layerlr, SparseCPU, m) {
   m.impl("fused_step_", &layerlr::fused_step_<layerlr::refuse_sparse>);
   m.impl("fused_step_.split", &layerlr::fused_step_split_<layerlr::refuse_sparse>);
+  m.impl("fused_step_.state", &layerlr::fused_step_state_<layerlr::refuse_sparse>);
   m.impl("tensor_norms", &layerlr::tensor_norms_sparse);
 }
 
 TORCH_LIBRARY_IMPL(layerlr, SparseCUDA, m) {
   m.impl("fused_step_", &layerlr::fused_step_<layerlr::refuse_sparse>);
   m.impl("fused_step_.split", &layerlr::fused_step_split_<layerlr::refuse_sparse>);
+  m.impl("fused_step_.state", &layerlr::fused_step_state_<layerlr::refuse_sparse>);
   m.impl("tensor_norms", &layerlr::tensor_norms_sparse);
 }

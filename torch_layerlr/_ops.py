@@ -77,6 +77,9 @@ def fused_step_(
     trust_ratios: Optional[Tensor] = None,
     sq_norms: Optional[Tensor] = None,
     trust_pass: str = "all",
+    state_precision: str = "fp32",
+    scales: Optional[dict[str, Sequence[Tensor]]] = None,
+    seed: int = 0,
 ) -> None:
     """One fused step over a list of same-device, same-dtype tensors. Mutates params, states and steps.
 
@@ -84,23 +87,40 @@ def fused_step_(
     trust step] in ``csrc/engine/step_args.h``): ``trust_pass="norms"`` advances filters and moments and writes
     each tensor's local squared norms [||p||^2, ||u||^2] into ``sq_norms`` (float64 ``[n, 2]``);
     ``trust_pass="update"`` computes the ratios from the ``sq_norms`` given, updates and advances the steps.
+
+    Low-precision state (NOTE: [state precision] in ``csrc/engine/state_precision.h``): with
+    ``state_precision="bf16"`` the states are bfloat16 tensors (stochastic rounding keyed by ``seed``, the step
+    and the element); with ``"int8"`` they are uint8 codes and ``scales`` holds their float32 absmax lists by
+    state name (``{"exp_avg": [...], ...}``, one ``[ceil(numel / 256)]`` tensor per state tensor).
     """
     args, kwargs = _fused_step_args(params, grads, states, steps, recipe, dict(
         lr=lr, lr_mult=lr_mult, weight_decay=weight_decay, blend=blend, trust_mask=trust_mask,
         filter_coef=filter_coef, grad_scale=grad_scale, found_inf=found_inf, trust_ratios=trust_ratios))
-    _overload(torch.ops.layerlr.fused_step_, kwargs, sq_norms, trust_pass)(*args, **kwargs)
+    _overload(torch.ops.layerlr.fused_step_, kwargs, sq_norms, trust_pass, state_precision, scales,
+              seed)(*args, **kwargs)
 
 
 def fused_step_check(params: Sequence[Tensor], grads: Sequence[Tensor], states: dict[str, Sequence[Tensor]],
                      steps: Sequence[Tensor], recipe: Recipe, *, sq_norms: Optional[Tensor] = None,
-                     trust_pass: str = "all", **kwargs) -> None:
+                     trust_pass: str = "all", state_precision: str = "fp32",
+                     scales: Optional[dict[str, Sequence[Tensor]]] = None, seed: int = 0, **kwargs) -> None:
     """Every check :func:`fused_step_` makes, on metadata only, without running the step."""
     args, kwargs = _fused_step_args(params, grads, states, steps, recipe, kwargs)
-    _overload(torch.ops.layerlr.fused_step_check, kwargs, sq_norms, trust_pass)(*args, **kwargs)
+    _overload(torch.ops.layerlr.fused_step_check, kwargs, sq_norms, trust_pass, state_precision, scales,
+              seed)(*args, **kwargs)
 
 
-def _overload(packet, kwargs: dict, sq_norms: Optional[Tensor], trust_pass: str):
-    """The op's default overload for a one-call step, else its ``split`` overload (``kwargs`` completed)."""
+def _overload(packet, kwargs: dict, sq_norms: Optional[Tensor], trust_pass: str, state_precision: str = "fp32",
+              scales: Optional[dict[str, Sequence[Tensor]]] = None, seed: int = 0):
+    """The op's default overload for a one-call step on full-precision state, its ``split`` overload for a split
+    step, its ``state`` overload for low-precision state (``kwargs`` completed)."""
+    if state_precision != "fp32" or scales:
+        scales = scales or {}
+        kwargs.update(sq_norms=sq_norms, trust_pass=trust_pass, state_precision=state_precision,
+                      filter_scales=list(scales.get("filter", [])),
+                      exp_avg_scales=list(scales.get("exp_avg", scales.get("momentum_buffer", []))),
+                      exp_avg_sq_scales=list(scales.get("exp_avg_sq", [])), seed=seed)
+        return packet.state
     if trust_pass == "all" and sq_norms is None:
         return packet.default
     kwargs.update(sq_norms=sq_norms, trust_pass=trust_pass)
@@ -184,7 +204,8 @@ def _fused_step_fake(op: str):
     return fake
 
 
-for _op in ("fused_step_", "fused_step_.split", "fused_step_check", "fused_step_check.split"):
+for _op in ("fused_step_", "fused_step_.split", "fused_step_.state", "fused_step_check", "fused_step_check.split",
+            "fused_step_check.state"):
     torch.library.register_fake(f"layerlr::{_op}")(_fused_step_fake(_op.split(".")[0]))
 
 

@@ -49,6 +49,50 @@ void check_companion(const at::Tensor& p, const at::Tensor& x, const char* list,
                     p.sizes());
 }
 
+void check_list_length(at::TensorList list, const char* name, size_t expected, const char* why);
+
+const char* precision_name(StatePrecision p) {
+  return p == StatePrecision::kFull ? "fp32" : p == StatePrecision::kBf16 ? "bf16" : "int8";
+}
+
+// A state tensor of a low-precision call: bfloat16 values or uint8 codes, shaped like its param, contiguous
+// (its blocks are runs of the row-major order: NOTE: [state precision]).
+void check_low_state(const at::Tensor& p, const at::Tensor& x, const char* list, size_t i, StatePrecision prec) {
+  const ArgName name = item(list, i);
+  check_defined_strided(x, name);
+  check_device(x, name, p.device());
+  const at::ScalarType want = prec == StatePrecision::kBf16 ? at::kBFloat16 : at::kByte;
+  TORCH_CHECK_TYPE(x.scalar_type() == want, name, " has dtype ", x.scalar_type(), ": state_precision='",
+                   precision_name(prec), "' keeps state as ", want);
+  TORCH_CHECK_VALUE(x.sizes() == p.sizes(), name, " has shape ", x.sizes(), " but params[", i, "] has ",
+                    p.sizes());
+  TORCH_CHECK_VALUE(x.is_contiguous(), name, " is not contiguous: low-precision state must be");
+}
+
+// The int8 absmax of one state list: one float32 [ceil(numel / kQuantBlock)] tensor per state tensor, none for
+// the other precisions.
+void check_scales(const StepArgs& a, at::TensorList scales, at::TensorList states, const char* list,
+                  const at::Device& device) {
+  if (a.precision != StatePrecision::kInt8) {
+    TORCH_CHECK_VALUE(scales.empty(), list, " has ", scales.size(), " tensors, expected none (state_precision='",
+                      precision_name(a.precision), "' keeps no scales)");
+    return;
+  }
+  check_list_length(scales, list, states.size(), "one per state tensor of the list it scales");
+  for (size_t i = 0; i < scales.size(); ++i) {
+    const ArgName name = item(list, i);
+    const at::Tensor& x = scales[i];
+    check_defined_strided(x, name);
+    check_device(x, name, device);
+    TORCH_CHECK_TYPE(x.scalar_type() == at::kFloat, name, " has dtype ", x.scalar_type(),
+                     ": int8 state keeps float32 absmax values");
+    const int64_t blocks = quant_blocks(a.params[i].numel());
+    TORCH_CHECK_VALUE(x.dim() == 1 && x.size(0) == blocks && x.is_contiguous(), name,
+                      " must be a contiguous 1-D tensor of shape [", blocks, "] (one absmax per ", kQuantBlock,
+                      " elements of params[", i, "]), got shape ", x.sizes());
+  }
+}
+
 void check_list_length(at::TensorList list, const char* name, size_t expected, const char* why) {
   TORCH_CHECK_VALUE(list.size() == expected, name, " has ", list.size(), " tensors, expected ", expected, " (",
                     why, ")");
@@ -134,9 +178,18 @@ void check_step_args(const StepArgs& a) {
     TORCH_CHECK_TYPE(p.scalar_type() == a.params[0].scalar_type(), name, " has dtype ", p.scalar_type(),
                      " but params[0] has ", a.params[0].scalar_type(), ": a fused call takes one dtype");
     check_companion(p, a.grads[i], "grads", i);
-    if (!a.filters.empty()) check_companion(p, a.filters[i], "filters", i);
-    if (!a.exp_avgs.empty()) check_companion(p, a.exp_avgs[i], "exp_avgs", i);
-    if (!a.exp_avg_sqs.empty()) check_companion(p, a.exp_avg_sqs[i], "exp_avg_sqs", i);
+    const bool low = a.precision != StatePrecision::kFull;
+    auto check_state = [&](at::TensorList list, const char* name) {
+      if (list.empty()) return;
+      if (low) {
+        check_low_state(p, list[i], name, i, a.precision);
+      } else {
+        check_companion(p, list[i], name, i);
+      }
+    };
+    check_state(a.filters, "filters");
+    check_state(a.exp_avgs, "exp_avgs");
+    check_state(a.exp_avg_sqs, "exp_avg_sqs");
     const at::Tensor& s = a.steps[i];
     const ArgName step = item("steps", i);
     check_defined_strided(s, step);
@@ -169,16 +222,22 @@ void check_step_args(const StepArgs& a) {
   }
 
   check_split_args(a, n, device);
+  check_scales(a, a.filter_scales, a.filters, "filter_scales", device);
+  check_scales(a, a.exp_avg_scales, a.exp_avgs, "exp_avg_scales", device);
+  check_scales(a, a.exp_avg_sq_scales, a.exp_avg_sqs, "exp_avg_sq_scales", device);
 
   // Memory: what the step writes must be its own (NOTE: [conservative overlap] in checks/memory.h).
   std::vector<NamedTensor> all;
-  all.reserve(6 * n + 8);
+  all.reserve(9 * n + 8);
   add_list(all, a.params, "params", true);
   add_list(all, a.grads, "grads", r.writes_grads(), /*copied_if_overlapping=*/true);
   add_list(all, a.filters, "filters", true);
   add_list(all, a.exp_avgs, "exp_avgs", true);
   add_list(all, a.exp_avg_sqs, "exp_avg_sqs", true);
   add_list(all, a.steps, "steps", true);
+  add_list(all, a.filter_scales, "filter_scales", true);
+  add_list(all, a.exp_avg_scales, "exp_avg_scales", true);
+  add_list(all, a.exp_avg_sq_scales, "exp_avg_sq_scales", true);
   all.push_back({&a.lr, "lr", false});
   all.push_back({&a.lr_mult, "lr_mult", false});
   all.push_back({&a.weight_decay, "weight_decay", false});

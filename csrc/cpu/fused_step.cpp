@@ -12,102 +12,20 @@
 #include "../engine/step_math.h"
 #include "cpu_backend.h"
 #include "loops.h"
+#include "low_precision.h"
+#include "step_kernel.h"
 
 namespace layerlr::cpu {
 namespace {
 
-template <typename scalar_t>
-struct Slot {
-  scalar_t* ptr[kDepth];
-};
-
-// One recipe shape. kTwoPass recipes call norms() on every chunk, then update() with c.update_filter off.
-template <typename scalar_t, bool kFilter, Moment kMoment, bool kBuffer, Trust kTrust>
-struct Kernel {
-  using T = at::opmath_type<scalar_t>;
-  static constexpr bool kPre = kTrust == Trust::kLars;
-
-  // Pass 1: advance the filter (and Adam's moments), accumulate ||p||^2 and ||u||^2 of the trust direction.
-  template <typename V>
-  static void norms(const Slot<scalar_t>& s, int64_t i, const Coef<T>& c, V& sq_p, V& sq_u) {
-    using io = IO<scalar_t, V>;
-    const V p = io::load(s.ptr[kParamIdx] + i);
-    V f = kFilter ? io::load(s.ptr[kFilterIdx] + i) : V(0);
-    V u = filtered_grad<kFilter>(io::load(s.ptr[kGradIdx] + i), f, c);
-    if (kFilter && c.update_filter) io::store(s.ptr[kFilterIdx] + i, f);
-    if constexpr (kMoment == Moment::kAdam) {
-      u = u + V(c.wd_coupled) * p;
-      V m = io::load(s.ptr[kExpAvgIdx] + i), v = io::load(s.ptr[kExpAvgSqIdx] + i);
-      adam_moments(u, m, v, c);
-      io::store(s.ptr[kExpAvgIdx] + i, m);
-      io::store(s.ptr[kExpAvgSqIdx] + i, v);
-      u = adam_direction(m, v, p, c);
-      io::store(s.ptr[kGradIdx] + i, u);  // NOTE: [adam direction in the grad buffer]
-    } else if constexpr (!kPre) {
-      u = u + V(c.wd_coupled) * p;  // LARS takes ||g|| and adds wd*||p|| in the ratio instead
-    }
-    sq_p = sq_p + p * p;
-    sq_u = sq_u + u * u;
-  }
-
-  // The update: the whole step for one-pass recipes, pass 2 (moments already advanced) for two-pass ones.
-  template <typename V>
-  static void update(const Slot<scalar_t>& s, int64_t i, const Coef<T>& c) {
-    using io = IO<scalar_t, V>;
-    const V p = io::load(s.ptr[kParamIdx] + i);
-    if constexpr (kMoment == Moment::kAdam && kTrust != Trust::kNone) {
-      io::store(s.ptr[kParamIdx] + i, adam_update(p, io::load(s.ptr[kGradIdx] + i), c));
-    } else if constexpr (kMoment == Moment::kAdam) {
-      V m = io::load(s.ptr[kExpAvgIdx] + i), v = io::load(s.ptr[kExpAvgSqIdx] + i);
-      if (kTrust == Trust::kNone) {
-        V f = kFilter ? io::load(s.ptr[kFilterIdx] + i) : V(0);
-        const V g = filtered_grad<kFilter>(io::load(s.ptr[kGradIdx] + i), f, c) + V(c.wd_coupled) * p;
-        if (kFilter && c.update_filter) io::store(s.ptr[kFilterIdx] + i, f);
-        adam_moments(g, m, v, c);
-        io::store(s.ptr[kExpAvgIdx] + i, m);
-        io::store(s.ptr[kExpAvgSqIdx] + i, v);
-      }
-      io::store(s.ptr[kParamIdx] + i, adam_update(p, adam_direction(m, v, p, c), c));
-    } else {
-      V f = kFilter ? io::load(s.ptr[kFilterIdx] + i) : V(0);
-      const V u = filtered_grad<kFilter>(io::load(s.ptr[kGradIdx] + i), f, c) + V(c.wd_coupled) * p;
-      if (kFilter && c.update_filter) io::store(s.ptr[kFilterIdx] + i, f);
-      V buf = kBuffer ? io::load(s.ptr[kExpAvgIdx] + i) : V(0);
-      io::store(s.ptr[kParamIdx] + i, sgd_update<kBuffer, kPre>(p, u, buf, c));
-      if (kBuffer) io::store(s.ptr[kExpAvgIdx] + i, buf);
-    }
-  }
-
-  // NOTE: the loops work on local copies of the slot and the coefficients: stores through scalar_t* could
-  // alias a caller's T fields, which would force a reload of every coefficient after every store.
-  static void norms_range(const Slot<scalar_t> slot, int64_t begin, int64_t end, const Coef<T> coef,
-                          double* out) {
-    using Vec = at::vec::Vectorized<T>;
-    const Slot<scalar_t> s = slot;
-    const Coef<T> c = coef;
-    Vec vp(0), vu(0);
-    int64_t i = begin;
-    for (; i + Vec::size() <= end; i += Vec::size()) norms<Vec>(s, i, c, vp, vu);
-    T tp = 0, tu = 0;
-    for (; i < end; ++i) norms<T>(s, i, c, tp, tu);
-    out[0] = static_cast<double>(lane_sum(vp)) + static_cast<double>(tp);
-    out[1] = static_cast<double>(lane_sum(vu)) + static_cast<double>(tu);
-  }
-
-  static void update_range(const Slot<scalar_t> slot, int64_t begin, int64_t end, const Coef<T> coef) {
-    using Vec = at::vec::Vectorized<T>;
-    const Slot<scalar_t> s = slot;
-    const Coef<T> c = coef;
-    int64_t i = begin;
-    for (; i + Vec::size() <= end; i += Vec::size()) update<Vec>(s, i, c);
-    for (; i < end; ++i) update<T>(s, i, c);
-  }
-};
-
 template <typename scalar_t, bool kFilter, Moment kMoment, bool kBuffer, Trust kTrust>
 void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
-  using K = Kernel<scalar_t, kFilter, kMoment, kBuffer, kTrust>;
-  using T = typename K::T;
+  using T = at::opmath_type<scalar_t>;
+  // Full-precision state is walked in place; low-precision state through block buffers of T (low_precision.h).
+  using K = Kernel<scalar_t, scalar_t, kFilter, kMoment, kBuffer, kTrust>;
+  using KB = BlockKernel<Kernel<scalar_t, T, kFilter, kMoment, kBuffer, kTrust>, kFilter, kMoment, kBuffer, kTrust>;
+  const StatePrecision prec = a.precision;
+  const bool low = prec != StatePrecision::kFull;
   const Recipe& r = a.recipe;
   const int64_t n = static_cast<int64_t>(a.params.size());
 
@@ -119,7 +37,8 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
   const double gate = filter ? read_scalar(*a.filter_coef, 1) : 1.0;
   std::vector<TensorInputs> inputs(n);
   std::vector<Coef<T>> coefs(n);
-  std::vector<Slot<scalar_t>> slots(n);
+  std::vector<Slot<scalar_t, scalar_t>> slots(n);
+  std::vector<LowSlot> low_slots(low ? n : 0);
   std::vector<Chunk> chunks;
   int64_t total = 0;
   for (int64_t t = 0; t < n; ++t) {
@@ -133,19 +52,34 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
     in.filter_gate = gate;
     in.grad_scale = scale;
     coefs[t] = make_coef<T>(r, in);
-    for (int d = 0; d < kDepth; ++d) {
-      const at::Tensor& v = views[t * kDepth + d];
-      slots[t].ptr[d] = v.defined() ? static_cast<scalar_t*>(v.data_ptr()) : nullptr;
+    auto ptr = [&](int d) { const at::Tensor& v = views[t * kDepth + d]; return v.defined() ? v.data_ptr() : nullptr; };
+    slots[t] = {static_cast<scalar_t*>(ptr(kParamIdx)), static_cast<scalar_t*>(ptr(kGradIdx)),
+                static_cast<scalar_t*>(ptr(kFilterIdx)), static_cast<scalar_t*>(ptr(kExpAvgIdx)),
+                static_cast<scalar_t*>(ptr(kExpAvgSqIdx))};
+    if (low) {
+      const at::TensorList* scales[3] = {&a.filter_scales, &a.exp_avg_scales, &a.exp_avg_sq_scales};
+      for (int k = 0; k < 3; ++k) {
+        low_slots[t].state[k] = ptr(kFilterIdx + k);
+        low_slots[t].absmax[k] = scales[k]->empty() ? nullptr : (*scales[k])[t].mutable_data_ptr<float>();
+        low_slots[t].key[k] = rounding_key(static_cast<uint64_t>(a.seed), static_cast<uint64_t>(in.step), t, k);
+      }
     }
     const int64_t numel = a.params[t].numel();
     for (int64_t b = 0; b < numel; b += kChunk) chunks.push_back({t, b, std::min(numel, b + kChunk)});
     total += numel;
   }
 
+  auto update_chunk = [&](const Chunk& ch, int64_t) {
+    const Slot<scalar_t, scalar_t>& s = slots[ch.tensor];
+    if (low) {
+      KB::template run<false>(prec, s.param, s.grad, low_slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor],
+                              nullptr);
+    } else {
+      K::update_range(s, ch.begin, ch.end, coefs[ch.tensor]);
+    }
+  };
   if constexpr (kTrust == Trust::kNone) {
-    for_each_chunk(chunks, 0, chunks.size(), total, [&](const Chunk& ch, int64_t) {
-      K::update_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor]);
-    });
+    for_each_chunk(chunks, 0, chunks.size(), total, update_chunk);
   } else {
     // NOTE: [split trust step] in engine/step_args.h: an update call takes the (reduced) norms it is given.
     std::vector<double> sq(2 * n, 0.0);
@@ -159,7 +93,13 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
     } else {
       std::vector<double> partials(2 * chunks.size());
       for_each_chunk(chunks, 0, chunks.size(), total, [&](const Chunk& ch, int64_t k) {
-        K::norms_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor], &partials[2 * k]);
+        const Slot<scalar_t, scalar_t>& s = slots[ch.tensor];
+        if (low) {
+          KB::template run<true>(prec, s.param, s.grad, low_slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor],
+                                 &partials[2 * k]);
+        } else {
+          K::norms_range(s, ch.begin, ch.end, coefs[ch.tensor], &partials[2 * k]);
+        }
       });
       // Per-tensor finish: partials added in chunk order (NOTE: [chunking territory, CPU]).
       for (size_t k = 0; k < chunks.size(); ++k) {
@@ -182,9 +122,7 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& views) {
       coefs[t].update_filter = false;  // pass 1 advanced the filter
       if (a.trust_ratios) write_scalar(*a.trust_ratios, t, ratio);
     }
-    for_each_chunk(chunks, 0, chunks.size(), total, [&](const Chunk& ch, int64_t) {
-      K::update_range(slots[ch.tensor], ch.begin, ch.end, coefs[ch.tensor]);
-    });
+    for_each_chunk(chunks, 0, chunks.size(), total, update_chunk);
   }
 }
 

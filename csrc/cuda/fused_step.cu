@@ -281,6 +281,9 @@ void fused_step(const StepArgs& a) {
   if (n == 0) return;
   const at::Device device = a.params[0].device();
   TORCH_CHECK_VALUE(device.is_cuda(), "fused_step_ (CUDA): params[0] is on ", device);
+  TORCH_CHECK_NOT_IMPLEMENTED(a.precision == StatePrecision::kFull,
+                              "fused_step_ (CUDA): low-precision state (state_precision='bf16' or 'int8') runs on "
+                              "the CPU only so far");
   const c10::cuda::CUDAGuard guard(device);
 
   DenseViews dense(a);  // NOTE: [strided tensors]
@@ -337,4 +340,5 @@ void fused_step(const StepArgs& a) {
 TORCH_LIBRARY_IMPL(layerlr, CUDA, m) {
   m.impl("fused_step_", &layerlr::fused_step_<layerlr::cuda::fused_step>);
   m.impl("fused_step_.split", &layerlr::fused_step_split_<layerlr::cuda::fused_step>);
+  m.impl("fused_step_.state", &layerlr::fused_step_state_<layerlr::cuda::fused_step>);
 }

@@ -33,11 +33,18 @@ struct DenseViews {
       const at::Tensor* src[kDepth] = {&p, &a.grads[t], a.filters.empty() ? nullptr : &a.filters[t],
                                        a.exp_avgs.empty() ? nullptr : &a.exp_avgs[t],
                                        a.exp_avg_sqs.empty() ? nullptr : &a.exp_avg_sqs[t]};
-      bool direct = p.is_non_overlapping_and_dense();
-      for (int d = 1; d < kDepth && direct; ++d)
+      // Low-precision state is kept contiguous (checked at the op boundary) and blocked in that order, so its
+      // param and grad are walked in the same order: contiguous, or through contiguous copies.
+      const bool low = a.precision != StatePrecision::kFull;
+      bool direct = low ? p.is_contiguous() && a.grads[t].is_contiguous() : p.is_non_overlapping_and_dense();
+      for (int d = 1; d < kDepth && direct && !low; ++d)
         if (src[d]) direct = src[d]->strides() == p.strides();
       for (int d = 0; d < kDepth; ++d) {
         if (!src[d]) continue;
+        if (low && d >= kFilterIdx) {
+          views[t * kDepth + d] = *src[d];
+          continue;
+        }
         views[t * kDepth + d] = direct ? *src[d] : src[d]->contiguous();
         if (!direct && (d != kGradIdx || grad_carries_direction)) write_back[t * kDepth + d] = *src[d];
       }

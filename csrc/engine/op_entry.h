@@ -27,7 +27,9 @@ StepArgs make_step_args(at::TensorList params, at::TensorList grads, at::TensorL
                         const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
                         const std::optional<at::Tensor>& trust_ratios,
                         const std::optional<at::Tensor>& sq_norms = std::nullopt,
-                        c10::string_view trust_pass = "all");
+                        c10::string_view trust_pass = "all", c10::string_view state_precision = "fp32",
+                        at::TensorList filter_scales = {}, at::TensorList exp_avg_scales = {},
+                        at::TensorList exp_avg_sq_scales = {}, int64_t seed = 0);
 
 // Bumps the autograd version counter of every tensor the step wrote (params, states, steps, the grads of
 // recipes that write them), as torch.optim's in-place updates do: a graph saved before the step then raises
@@ -78,6 +80,35 @@ void fused_step_(at::TensorList params, at::TensorList grads, at::TensorList fil
                                    momentum, dampening, nesterov, beta1, beta2, eps, bias_correction,
                                    trust_coefficient, trust_eps, ratio_min, ratio_max, norm_max, maximize,
                                    grad_scale, found_inf, trust_ratios, std::nullopt, "all");
+}
+
+// The overload fused_step_.state: the split overload's arguments and the state's precision, the int8 scales of
+// each state list and the seed of stochastic rounding (NOTE: [state precision] in state_precision.h).
+template <void (*Backend)(const StepArgs&), bool kRun = true>
+void fused_step_state_(at::TensorList params, at::TensorList grads, at::TensorList filters, at::TensorList exp_avgs,
+                       at::TensorList exp_avg_sqs, at::TensorList steps, const at::Tensor& lr,
+                       const at::Tensor& lr_mult, const at::Tensor& weight_decay, const at::Tensor& blend,
+                       const at::Tensor& trust_mask, c10::string_view filter, c10::string_view decay,
+                       c10::string_view moment, c10::string_view trust,
+                       const std::optional<at::Tensor>& filter_coef, double filter_lambda, double momentum,
+                       double dampening, bool nesterov, double beta1, double beta2, double eps,
+                       bool bias_correction, double trust_coefficient, double trust_eps, double ratio_min,
+                       double ratio_max, double norm_max, bool maximize,
+                       const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+                       const std::optional<at::Tensor>& trust_ratios, const std::optional<at::Tensor>& sq_norms,
+                       c10::string_view trust_pass, c10::string_view state_precision, at::TensorList filter_scales,
+                       at::TensorList exp_avg_scales, at::TensorList exp_avg_sq_scales, int64_t seed) {
+  const StepArgs args = make_step_args(params, grads, filters, exp_avgs, exp_avg_sqs, steps, lr, lr_mult,
+                                       weight_decay, blend, trust_mask, filter, decay, moment, trust, filter_coef,
+                                       filter_lambda, momentum, dampening, nesterov, beta1, beta2, eps,
+                                       bias_correction, trust_coefficient, trust_eps, ratio_min, ratio_max,
+                                       norm_max, maximize, grad_scale, found_inf, trust_ratios, sq_norms,
+                                       trust_pass, state_precision, filter_scales, exp_avg_scales,
+                                       exp_avg_sq_scales, seed);
+  if constexpr (kRun) {
+    Backend(args);
+    bump_versions(args);
+  }
 }
 
 // The backend of fused_step_check: nothing to run.

@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "recipe.h"
+#include "state_precision.h"
 
 namespace layerlr {
 
@@ -42,6 +43,11 @@ struct StepArgs {
   Recipe recipe;
   std::optional<at::Tensor> sq_norms;  // [n, 2] float64: out of a norms call, in to an update call
   TrustPass pass = TrustPass::kAll;
+  // NOTE: [state precision] in state_precision.h. Low-precision state: filters, exp_avgs and exp_avg_sqs hold
+  // bfloat16 values or uint8 codes (contiguous); int8 adds one float32 absmax per block of each state tensor.
+  StatePrecision precision = StatePrecision::kFull;
+  at::TensorList filter_scales, exp_avg_scales, exp_avg_sq_scales;
+  int64_t seed = 0;  // of the stochastic rounding of bf16 state
 };
 
 // Throws a ValueError/TypeError naming the offending argument; see ops.cpp.

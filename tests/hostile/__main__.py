@@ -12,11 +12,11 @@ import sys
 import traceback
 from collections import Counter
 
-from hostile import op_cases, optimizer_cases
+from hostile import op_cases, optimizer_cases, state_precision_cases
 
 
 def cases():
-    return op_cases.all_cases() + optimizer_cases.all_cases()
+    return op_cases.all_cases() + optimizer_cases.all_cases() + state_precision_cases.all_cases()
 
 
 def families() -> list[str]:

@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from torch_layerlr._ops import Recipe, fused_step_, fused_step_check
+from torch_layerlr.optim import _state_precision as sp
 from torch_layerlr.optim._checks import (check_betas, check_float, check_param_state, check_state_dict_layout,
                                          check_state_tensor, check_step_value, check_unique_params)
 
@@ -89,7 +90,25 @@ def _distributed(calls: list["_Call"]) -> Any:
 
 
 class FusedOptimizer(Optimizer):
-    """Base class: param groups, state, GradScaler and closures as in ``torch.optim``; the math in C++."""
+    """Base class: param groups, state, GradScaler and closures as in ``torch.optim``; the math in C++.
+
+    ``state_precision`` (every optimizer's keyword, also a param-group key) sets how the per-parameter state
+    (momentum buffer, ``exp_avg``, ``exp_avg_sq``, the Grokfast/DALS filter) is stored; step counters and params
+    are never affected:
+
+    * ``"fp32"`` (default): in the param's dtype, as ``torch.optim`` does.
+    * ``"bf16"``: bfloat16, updated in float32 and written back with stochastic rounding (a counter-based
+      generator keyed by the step and the element: reproducible, independent of threads). Half the bytes.
+    * ``"int8"``: blockwise 8-bit quantization as in bitsandbytes' 8-bit optimizers (Dettmers et al., ICLR 2022):
+      uint8 codes of the dynamic map (signed for first moments, buffers and filters, unsigned for second moments)
+      and one float32 absmax per 256 elements, kept as ``<name>`` and ``<name>_absmax``. Tensors of fewer than
+      4096 elements keep fp32 state. About a quarter of the bytes.
+
+    Decoding, the update and re-encoding happen inside the fused kernels, in the same pass over memory (CPU
+    only so far; trust-ratio norms are taken on the values before rounding). ``state_dict()`` holds the state as
+    it is kept; ``load_state_dict`` converts a checkpoint of any precision to the optimizer's own (a checkpoint
+    already in it loads bit for bit). Complex params take ``"fp32"`` only.
+    """
 
     #: group keys that may hold one float per parameter of the group instead of one float, with their range
     per_param_keys: dict[str, tuple[float, float]] = {"lr_mult": (0.0, math.inf)}
@@ -100,6 +119,7 @@ class FusedOptimizer(Optimizer):
                             f"but got {torch.typename(params)}")
         defaults.setdefault("lr_mult", 1.0)
         defaults.setdefault("maximize", False)
+        defaults["state_precision"] = sp.check_precision(defaults.get("state_precision", "fp32"))
         super().__init__(params, defaults)
         # GradScaler hands us grad_scale/found_inf instead of unscaling and checking on the host.
         self._step_supports_amp_scaling = True
@@ -141,6 +161,7 @@ class FusedOptimizer(Optimizer):
         super().add_param_group({**param_group, "params": params})
         try:
             self._check_per_param_keys(self.param_groups[-1])
+            sp.check_precision(self.param_groups[-1]["state_precision"])
         except ValueError:
             self.param_groups.pop()  # a rejected group must not stay behind
             raise
@@ -229,6 +250,7 @@ class FusedOptimizer(Optimizer):
             found_inf=None if found_inf is None else found_inf.to(device, non_blocking=True),
             trust_ratios=ratios,
             **bucket.inputs,
+            **({} if bucket.precision == "fp32" else dict(state_precision=bucket.precision, scales=bucket.scales)),
         ))
 
     # ---- checkpoints --------------------------------------------------------------------------------------
@@ -236,11 +258,22 @@ class FusedOptimizer(Optimizer):
         """``torch.optim``'s load, after every value of ``state_dict`` is checked (checkpoints are untrusted
         input): groups, settings, per-parameter state (keys, shapes, dtypes, step counts). An invalid checkpoint
         raises ``ValueError`` naming its key and leaves the optimizer as it was."""
-        self._check_state_dict(state_dict)
+        id_map, recipes = self._check_state_dict(state_dict)
+        converted = self._converted_state(state_dict, id_map, recipes)
+        precisions = [group["state_precision"] for group in self.param_groups]
         super().load_state_dict(state_dict)
+        # NOTE: [state precision] in csrc/engine/state_precision.h: the optimizer keeps its own precision, the
+        # checkpoint's state was converted to it (torch.optim's load has cast every buffer to its param's dtype).
+        for group, precision in zip(self.param_groups, precisions):
+            group["state_precision"] = precision
+        for p, buffers in converted.items():
+            state = self.state[p]
+            for key in [k for k in state if k != "step"]:
+                del state[key]
+            state.update((k, v.to(p.device)) for k, v in buffers.items())
         self._cached_plan = None
 
-    def _check_state_dict(self, state_dict: Any) -> None:
+    def _check_state_dict(self, state_dict: Any) -> tuple[dict[Any, Tensor], dict[Any, Recipe]]:
         id_map = check_state_dict_layout(state_dict, self.param_groups)
         recipes: dict[Any, Recipe] = {}
         for i, (saved, group) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
@@ -251,6 +284,30 @@ class FusedOptimizer(Optimizer):
             # Loading casts each buffer to its param's dtype and device, so only shape and kind must match here.
             check_param_state(f"state_dict['state'][{key!r}]", state, id_map[key], recipes[key].state_names,
                               same_device=False)
+        return id_map, recipes
+
+    def _converted_state(self, state_dict: dict[str, Any], id_map: dict[Any, Tensor],
+                         recipes: dict[Any, Recipe]) -> dict[Tensor, dict[str, Tensor]]:
+        """The checkpoint's buffers in the form this optimizer keeps them (a form it has already is kept as it
+        is, so a resume is bit-exact; another one goes through float32 values)."""
+        precision_of = {id(p): group["state_precision"] for group in self.param_groups for p in group["params"]}
+        out: dict[Tensor, dict[str, Tensor]] = {}
+        for key, state in state_dict["state"].items():
+            p = id_map[key]
+            target = sp.tensor_precision(precision_of[id(p)], p)
+            buffers: dict[str, Tensor] = {}
+            for name in recipes[key].state_names if state else ():
+                form = sp.form_of(name, state)
+                if form == target == "fp32":
+                    buffers[name] = state[name].to(p.dtype)
+                elif form == target:
+                    buffers[name] = state[name]
+                    if form == "int8":
+                        buffers[f"{name}_absmax"] = state[f"{name}_absmax"]
+                else:
+                    buffers.update(sp.from_float(name, sp.to_float(name, state, p.shape), p, target))
+            out[p] = buffers
+        return out
 
     def _check_group_values(self, group: dict[str, Any], where: str) -> Recipe:
         """The settings of a loaded group: numbers finite where they must be, per-parameter lists of the right
@@ -312,13 +369,20 @@ class FusedOptimizer(Optimizer):
                 if g.is_complex() != p.is_complex():
                     raise RuntimeError(f"param {i} of group {group_index} has dtype {p.dtype} but its grad has "
                                        f"{g.dtype}")
-                bucket_key = (recipe, p.device, p.dtype, filter_key)
+                precision = sp.tensor_precision(group["state_precision"], p)
+                if precision != "fp32" and p.is_complex():
+                    raise ValueError(f"state_precision={precision!r} does not support complex params (param {i} of "
+                                     f"group {group_index} is {p.dtype})")
+                if precision != "fp32" and hasattr(p, "to_local"):  # a DTensor: its state would be unsharded
+                    raise ValueError(f"state_precision={precision!r} does not support sharded (DTensor) params yet "
+                                     f"(param {i} of group {group_index})")
+                bucket_key = (recipe, p.device, p.dtype, filter_key, precision)
                 builder = builders.get(bucket_key)
                 if builder is None:
                     # the filter's [alpha, gate] is made once here: a fresh host copy every step could not be
                     # captured in a CUDA graph
                     builder = builders[bucket_key] = _BucketBuilder(recipe, p.device, p.is_complex(),
-                                                                    self._filter_coef(group, p.device))
+                                                                    self._filter_coef(group, p.device), precision)
                 self._add_to_bucket(builder, group_index, group, i, p)
         return _Plan(key, [b.build() for b in builders.values()],
                      [list(group["params"]) for group in self.param_groups])
@@ -329,7 +393,7 @@ class FusedOptimizer(Optimizer):
         entry = _StateEntry(p, current if p in self.state else None, {}, {})
         names = builder.recipe.state_names
         if not torch.compiler.is_compiling():  # a compiled step leaves these checks to the engine's
-            self._check_state(f"state of param {i} of group {group_index}", current, p, names)
+            self._check_state(f"state of param {i} of group {group_index}", current, p, names, builder.precision)
         step = current.get("step", 0.0)
         if isinstance(step, Tensor) and step.is_floating_point() and step.device == p.device:
             entry.used["step"] = step
@@ -340,21 +404,30 @@ class FusedOptimizer(Optimizer):
         for name in names:
             if name in current:
                 entry.used[name] = current[name]
+                if builder.precision == "int8":
+                    entry.used[f"{name}_absmax"] = current[f"{name}_absmax"]
             else:
-                entry.used[name] = entry.new[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                made = sp.new_state(name, p, builder.precision)
+                entry.used.update(made)
+                entry.new.update(made)
         w, b, t = self._tensor_settings(group, i, p)
         builder.add(group_index, entry, self._per_param(group, "lr_mult", i), w, b, 1.0 if t else 0.0)
 
     @staticmethod
-    def _check_state(where: str, state: dict[str, Any], p: Tensor, names: tuple[str, ...]) -> None:
+    def _check_state(where: str, state: dict[str, Any], p: Tensor, names: tuple[str, ...],
+                     precision: str = "fp32") -> None:
         """What a user may have put into ``opt.state[p]``: a valid step and buffers the engine can use as they
-        are. A step on a device is checked by the engine: reading it here would wait for the device."""
+        are, in the form of ``precision``. A step on a device is checked by the engine: reading it here would wait
+        for the device."""
         step = state.get("step", 0.0)
         if not (isinstance(step, Tensor) and step.device.type != "cpu"):
             check_step_value(f"{where}: 'step'", step)
         for name in names:
             if name in state:
-                check_state_tensor(f"{where}: {name!r}", state[name], p)
+                check_state_tensor(f"{where}: {name!r}", state[name], p, precision=precision)
+                if precision == "int8":
+                    check_state_tensor(f"{where}: {name + '_absmax'!r}", state.get(f"{name}_absmax"), p,
+                                       precision="absmax")
 
 
 # The attributes every torch.optim.Optimizer has: its own __getstate__ keeps what it needs of them.
@@ -380,8 +453,9 @@ class _BucketBuilder:
     """Collects the tensors of one engine call, group by group, in the groups' order."""
 
     def __init__(self, recipe: Recipe, device: torch.device, is_complex: bool,
-                 filter_coef: Optional[Tensor]) -> None:
+                 filter_coef: Optional[Tensor], precision: str) -> None:
         self.recipe, self.device, self.complex, self.filter_coef = recipe, device, is_complex, filter_coef
+        self.precision = precision
         self.entries: list[_StateEntry] = []
         self.group_of: list[int] = []
         self.values: dict[str, list[float]] = {"lr_mult": [], "weight_decay": [], "blend": [], "trust_mask": []}
@@ -402,6 +476,9 @@ class _BucketBuilder:
             recipe=self.recipe, device=self.device, complex=self.complex, owners=owners,
             params=[_real(p) for p in owners],
             states={name: [_real(e.used[name]) for e in self.entries] for name in self.recipe.state_names},
+            precision=self.precision,
+            scales={name: [e.used[f"{name}_absmax"] for e in self.entries] for name in self.recipe.state_names}
+            if self.precision == "int8" else {},
             steps=[e.used["step"] for e in self.entries], inputs=inputs, entries=self.entries,
             group_ids=group_ids, counts=to_device(torch.tensor(counts), self.device), filter_coef=self.filter_coef)
 
@@ -422,6 +499,8 @@ class _Bucket:
     group_ids: list[int]           # the groups of the call, in order, and how many tensors each has
     counts: Tensor
     filter_coef: Optional[Tensor]  # [alpha, gate] of the filter stage, if the recipe has one
+    precision: str = "fp32"        # the form of the call's state (_state_precision.py)
+    scales: dict[str, list[Tensor]] = dataclasses.field(default_factory=dict)  # int8: the absmax lists by name
 
     def lr(self, groups: list[dict[str, Any]], group_lr: Callable[[dict[str, Any]], Any]) -> Tensor:
         """The engine's lr: one value, or one per tensor when the call's groups differ in lr."""

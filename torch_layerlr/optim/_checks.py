@@ -74,13 +74,22 @@ def check_step_value(name: str, step: Any) -> float:
     return value
 
 
-def check_state_tensor(name: str, value: Any, param: Tensor, *, same_device: bool = True) -> None:
+_LOW_DTYPES = {"bf16": torch.bfloat16, "int8": torch.uint8}
+
+
+def check_state_tensor(name: str, value: Any, param: Tensor, *, same_device: bool = True,
+                       precision: str = "fp32") -> None:
     """A per-parameter state buffer: a strided float tensor shaped like its param (and, for state the kernels
-    use as it is, with its param's dtype and device)."""
+    use as it is, with its param's dtype and device). Low-precision state (``precision`` 'bf16' or 'int8') is a
+    contiguous bfloat16 or uint8 tensor shaped like its param; 'absmax' is an int8 buffer's float32 scales, one
+    per block of 256 elements."""
     if not isinstance(value, Tensor):
         raise ValueError(f"{name} must be a tensor, got {type(value).__name__}")
     if value.layout != torch.strided:
         raise ValueError(f"{name} has layout {value.layout}: optimizer state must be a dense tensor")
+    if precision != "fp32":
+        _check_low_state_tensor(name, value, param, same_device, precision)
+        return
     if tuple(value.shape) != tuple(param.shape):
         raise ValueError(f"{name} has shape {tuple(value.shape)} but its parameter has shape {tuple(param.shape)}")
     if not (value.is_floating_point() or value.is_complex()) or value.is_complex() != param.is_complex():
@@ -92,25 +101,55 @@ def check_state_tensor(name: str, value: Any, param: Tensor, *, same_device: boo
             raise ValueError(f"{name} is on {value.device} but its parameter is on {param.device}")
 
 
+def _check_low_state_tensor(name: str, value: Tensor, param: Tensor, same_device: bool, precision: str) -> None:
+    if precision == "absmax":
+        blocks = (param.numel() + 255) // 256
+        if value.dtype != torch.float32 or tuple(value.shape) != (blocks,):
+            raise ValueError(f"{name} must be a float32 tensor of shape ({blocks},) (one absmax per 256 elements of "
+                             f"its parameter), got {value.dtype} of shape {tuple(value.shape)}")
+    else:
+        if value.dtype != _LOW_DTYPES[precision]:
+            raise ValueError(f"{name} has dtype {value.dtype}: state_precision={precision!r} keeps "
+                             f"{_LOW_DTYPES[precision]} state")
+        if tuple(value.shape) != tuple(param.shape):
+            raise ValueError(f"{name} has shape {tuple(value.shape)} but its parameter has shape "
+                             f"{tuple(param.shape)}")
+    if value.is_meta:
+        raise ValueError(f"{name} is a meta tensor: optimizer state needs values")
+    if precision == "absmax" and not same_device and not bool(((value >= 0) & value.isfinite()).all()):
+        raise ValueError(f"{name} holds a negative or non-finite absmax")  # a crafted checkpoint
+    if same_device:
+        if not value.is_contiguous():
+            raise ValueError(f"{name} is not contiguous: low-precision state must be")
+        if value.device != param.device:
+            raise ValueError(f"{name} is on {value.device} but its parameter is on {param.device}")
+
+
 def check_param_state(where: str, state: Any, param: Tensor, names: Iterable[str], *,
                       same_device: bool = True) -> None:
     """The state of one parameter: a dict with a valid ``step`` and exactly the buffers ``names`` of its recipe,
-    or empty (not stepped yet)."""
+    or empty (not stepped yet). A buffer is in any form (NOTE: [state precision]): values (float, bfloat16), or
+    uint8 codes with their ``<name>_absmax`` scales."""
     if not isinstance(state, Mapping):
         raise ValueError(f"{where} must be a dict, got {type(state).__name__}")
     if not state:
         return
     names = tuple(names)
+    coded = tuple(n for n in names if isinstance(state.get(n), Tensor) and state[n].dtype == torch.uint8)
+    keeps = ["step", *names, *(f"{n}_absmax" for n in coded)]
     for key in state:
-        if key != "step" and key not in names:
-            raise ValueError(f"{where} has an unexpected entry {key!r}: this parameter's recipe keeps "
-                             f"{['step', *names]}")
-    for key in ("step", *names):
+        if key not in keeps:
+            raise ValueError(f"{where} has an unexpected entry {key!r}: this parameter's state keeps {keeps}")
+    for key in keeps:
         if key not in state:
-            raise ValueError(f"{where} is missing {key!r}: this parameter's recipe keeps {['step', *names]}")
+            raise ValueError(f"{where} is missing {key!r}: this parameter's state keeps {keeps}")
     check_step_value(f"{where}['step']", state["step"])
     for key in names:
-        check_state_tensor(f"{where}[{key!r}]", state[key], param, same_device=same_device)
+        form = "int8" if key in coded else "fp32"
+        check_state_tensor(f"{where}[{key!r}]", state[key], param, same_device=same_device, precision=form)
+        if key in coded:
+            check_state_tensor(f"{where}[{key + '_absmax'!r}]", state[f"{key}_absmax"], param,
+                               same_device=same_device, precision="absmax")
 
 
 def check_state_dict_layout(state_dict: Any, groups: Sequence[Mapping[str, Any]]) -> dict[Any, Tensor]:

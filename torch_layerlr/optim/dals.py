@@ -94,6 +94,8 @@ class DALS(FusedOptimizer):
         restart_steps, restart_mult: the SGDR cycle of ``"acc"``, in steps.
         schedule: apply the built-in schedule (default); False leaves the lr to an external scheduler.
         maximize: maximize the objective.
+        state_precision: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` optimizer state (see
+            :class:`~torch_layerlr.optim.FusedOptimizer`).
         global_loss: with torch.distributed initialised, feed the detector the mean loss over
             ``process_group`` (one all-reduce of 8 bytes per step), so that every replica of a data-parallel run
             is in the same phase; False: each rank its own loss.
@@ -107,7 +109,8 @@ class DALS(FusedOptimizer):
                  trust_coefficient: float = 0.02, alpha: Optional[float] = None,
                  warmup_frac: Optional[float] = None, total_steps: int = 10000, restart_steps: int = 1000,
                  restart_mult: int = 2, *, schedule: bool = True, maximize: bool = False,
-                 global_loss: bool = True, process_group: Optional[Any] = None) -> None:
+                 state_precision: str = "fp32", global_loss: bool = True,
+                 process_group: Optional[Any] = None) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"Unknown DALS variant {variant!r}: expected one of {sorted(VARIANTS)}")
         published = VARIANTS[variant]
@@ -149,7 +152,7 @@ class DALS(FusedOptimizer):
             self._recorder = layers.ForwardOrderRecorder(params, by="children")
             params = [{"params": list(params.parameters()), "depth_ratio": None}]
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
-                        depth_ratio=0.5, maximize=maximize)
+                        depth_ratio=0.5, maximize=maximize, state_precision=state_precision)
         super().__init__(params, defaults)
         self._global = self._initial_global_state()
 

@@ -29,18 +29,22 @@ class GrokfastAdamW(FusedOptimizer):
 
     then :class:`~torch_layerlr.optim.LayerwiseAdamW` on :math:`\hat g`. The defaults are the authors'
     ``gradfilter_ema`` (:math:`\alpha = 0.98`, :math:`\lambda = 2`).
+    ``state_precision``: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` optimizer state (see
+    :class:`~torch_layerlr.optim.FusedOptimizer`).
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, grokfast_alpha: float = 0.98,
-                 grokfast_lambda: float = 2.0, lr_mult: LrMult = 1.0, *, maximize: bool = False) -> None:
+                 grokfast_lambda: float = 2.0, lr_mult: LrMult = 1.0, *, maximize: bool = False,
+                 state_precision: str = "fp32") -> None:
         check_float("lr", lr, low=0.0)
         check_float("eps", eps, low=0.0)
         check_float("weight_decay", weight_decay, low=0.0)
         if grokfast_alpha is None:
             raise ValueError("grokfast_alpha must be a number in [0, 1) for GrokfastAdamW, got None")
         defaults = dict(lr=lr, betas=check_betas(betas), eps=eps, weight_decay=weight_decay, lr_mult=lr_mult,
-                        maximize=maximize, **grokfast_defaults(grokfast_alpha, grokfast_lambda))
+                        maximize=maximize, state_precision=state_precision,
+                        **grokfast_defaults(grokfast_alpha, grokfast_lambda))
         super().__init__(params, defaults)
 
     def _recipe(self, group: dict[str, Any]) -> Recipe:

@@ -35,13 +35,15 @@ class LAMB(FusedOptimizer):
     .. note:: Like apex's ``FusedLAMB``, the step reuses each gradient's memory for :math:`r_l`: after
        ``step()``, ``p.grad`` holds the tensor's update direction, not its gradient. Read or clip gradients
        before ``step()`` (``zero_grad()`` afterwards is unaffected). This halves the step's arithmetic.
+    ``state_precision``: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` optimizer state (see
+    :class:`~torch_layerlr.optim.FusedOptimizer`).
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-6, weight_decay: float = 0.01, bias_correction: bool = True,
                  clamp_value: Optional[float] = None, exclude_1d: bool = False,
                  grokfast_alpha: Optional[float] = None, grokfast_lambda: float = 2.0, lr_mult: LrMult = 1.0, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, state_precision: str = "fp32") -> None:
         check_float("lr", lr, low=0.0)
         check_float("eps", eps, low=0.0)
         check_float("weight_decay", weight_decay, low=0.0)
@@ -49,7 +51,8 @@ class LAMB(FusedOptimizer):
             check_float("clamp_value", clamp_value, low=0.0, low_open=True)
         defaults = dict(lr=lr, betas=check_betas(betas), eps=eps, weight_decay=weight_decay,
                         bias_correction=bias_correction, clamp_value=clamp_value, exclude_1d=exclude_1d,
-                        lr_mult=lr_mult, maximize=maximize, **grokfast_defaults(grokfast_alpha, grokfast_lambda))
+                        lr_mult=lr_mult, maximize=maximize, state_precision=state_precision,
+                        **grokfast_defaults(grokfast_alpha, grokfast_lambda))
         super().__init__(params, defaults)
 
     def _recipe(self, group: dict[str, Any]) -> Recipe:

@@ -43,12 +43,14 @@ class LARS(FusedOptimizer):
         grokfast_alpha, grokfast_lambda: optional Grokfast-EMA stage (off when ``grokfast_alpha`` is None).
         lr_mult: per-tensor learning-rate multiplier(s).
         maximize: maximize the objective.
+        state_precision: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` optimizer state (see
+            :class:`~torch_layerlr.optim.FusedOptimizer`).
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 0.0,
                  trust_coefficient: float = 0.001, eps: float = 0.0, nesterov: bool = False,
                  exclude_1d: bool = True, grokfast_alpha: Optional[float] = None, grokfast_lambda: float = 2.0,
-                 lr_mult: LrMult = 1.0, *, maximize: bool = False) -> None:
+                 lr_mult: LrMult = 1.0, *, maximize: bool = False, state_precision: str = "fp32") -> None:
         check_float("lr", lr, low=0.0)
         check_float("momentum", momentum, low=0.0, high=1.0)
         check_float("weight_decay", weight_decay, low=0.0)
@@ -58,6 +60,7 @@ class LARS(FusedOptimizer):
             raise ValueError("nesterov momentum requires a momentum > 0")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient,
                         eps=eps, nesterov=nesterov, exclude_1d=exclude_1d, lr_mult=lr_mult, maximize=maximize,
+                        state_precision=state_precision,
                         **grokfast_defaults(grokfast_alpha, grokfast_lambda))
         super().__init__(params, defaults)
 

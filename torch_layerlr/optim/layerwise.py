@@ -37,11 +37,14 @@ class LayerwiseSGD(FusedOptimizer):
     .. note:: The buffer starts at the gradient on a tensor's first step. If momentum is switched on later
        (``momentum`` was 0), the new buffer starts at zero: the same as ``torch.optim.SGD`` unless
        ``dampening`` is nonzero, where the first buffer is :math:`(1-\tau) g` instead of :math:`g`.
+    ``state_precision``: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` optimizer state (see
+    :class:`~torch_layerlr.optim.FusedOptimizer`).
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, grokfast_alpha: Optional[float] = None,
-                 grokfast_lambda: float = 2.0, lr_mult: LrMult = 1.0, *, maximize: bool = False) -> None:
+                 grokfast_lambda: float = 2.0, lr_mult: LrMult = 1.0, *, maximize: bool = False,
+                 state_precision: str = "fp32") -> None:
         check_float("lr", lr, low=0.0)
         check_float("momentum", momentum, low=0.0, high=1.0)
         check_float("dampening", dampening, low=0.0, high=1.0)
@@ -49,7 +52,7 @@ class LayerwiseSGD(FusedOptimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov momentum requires a momentum and zero dampening")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                        nesterov=nesterov, lr_mult=lr_mult, maximize=maximize,
+                        nesterov=nesterov, lr_mult=lr_mult, maximize=maximize, state_precision=state_precision,
                         **grokfast_defaults(grokfast_alpha, grokfast_lambda))
         super().__init__(params, defaults)
 
@@ -72,16 +75,18 @@ class LayerwiseAdamW(FusedOptimizer):
         \theta &\leftarrow \theta - \frac{\eta m_l}{1-\beta_1^t}\,
             \frac{m}{\sqrt{v}/\sqrt{1-\beta_2^t} + \epsilon}
         \end{aligned}
+    ``state_precision``: ``"fp32"`` (default), ``"bf16"`` or ``"int8"`` optimizer state (see
+    :class:`~torch_layerlr.optim.FusedOptimizer`).
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, lr_mult: LrMult = 1.0, *,
-                 maximize: bool = False) -> None:
+                 maximize: bool = False, state_precision: str = "fp32") -> None:
         check_float("lr", lr, low=0.0)
         check_float("eps", eps, low=0.0)
         check_float("weight_decay", weight_decay, low=0.0)
         defaults = dict(lr=lr, betas=check_betas(betas), eps=eps, weight_decay=weight_decay, lr_mult=lr_mult,
-                        maximize=maximize)
+                        maximize=maximize, state_precision=state_precision)
         super().__init__(params, defaults)
 
     def _recipe(self, group: dict[str, Any]) -> Recipe:
