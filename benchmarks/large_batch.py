@@ -20,12 +20,13 @@ Results: ``benchmarks/results/large-batch/`` (``runs.json``, ``table.md``, ``acc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 
 import torch
 
-from regimes import RESULTS, Store, fashion_mnist, markdown, mean_std, pm, scaled, strategy, test_acc, write
+from regimes import RESULTS, Store, fashion_mnist, markdown, mean_std, pm, strategy, test_acc, write
 from torch_layerlr.optim import DALS, LAMB, LARS
 from torch_layerlr.schedules import WarmupCosine
 from torch_layerlr.train import RunSpec
@@ -123,7 +124,7 @@ def main() -> None:
         for b in BATCHES:
             scale = chosen[opt] * rule(rule_name, b)
             key = f"{opt}/b128" if b == 128 else f"{row}/b{b}"
-            runs = [store.run(key, OPTIMIZERS[opt], scaled(base, batch_size=b), seed, scale, mean, std)
+            runs = [store.run(key, OPTIMIZERS[opt], dataclasses.replace(base, batch_size=b), seed, scale, mean, std)
                     for seed in range(args.seeds)]
             table[row][b] = mean_std([test_acc(r) for r in runs])
     head = ["row", "tuned x default (b128)"] + [f"b{b}" for b in BATCHES] + ["first batch > 1 pt below b128"]

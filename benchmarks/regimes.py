@@ -19,7 +19,7 @@ import torch
 
 from torch_layerlr.data import ImageDataset, channel_stats
 from torch_layerlr.train import RunSpec, Strategy, load_dataset, train_run
-from torch_layerlr.train.sweep import Tuning, tune
+from torch_layerlr.train.sweep import Tuning, find_run, tune
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -61,9 +61,9 @@ class Store:
     def run(self, key: str, strategy: Strategy, spec: RunSpec, seed: int, lr_scale: float,
             mean: Sequence[float], std: Sequence[float]) -> Run:
         """The run of ``key`` with this seed and ``lr_scale``: from the store, or trained now and stored."""
-        for r in self.of(key):
-            if r["seed"] == seed and math.isclose(r["lr_scale"], lr_scale, rel_tol=1e-9):
-                return r
+        run = find_run(self.of(key), lr_scale, seed)
+        if run is not None:
+            return run
         run = train_run(strategy, spec, seed, mean, std, lr_scale=lr_scale)
         last = run["epochs"][-1]
         print(f"  {key:<28} x{lr_scale:<8.3g} seed {seed}: val {last['val_acc']:6.2f}  test {last['test_acc']:6.2f}"
@@ -116,8 +116,3 @@ def strategy(name: str, build: Callable, settings: str = "", layerwise: bool = T
     return Strategy(name, name, layerwise, settings, build)
 
 
-def scaled(spec: RunSpec, **changes: Any) -> RunSpec:
-    """``spec`` with some fields changed."""
-    fields = dict(spec.__dict__)
-    fields.update(changes)
-    return RunSpec(**fields)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SWEEP_FACTORS", "Tuning", "score", "choose", "tune", "parse_factors", "sweep_table"]
+__all__ = ["SWEEP_FACTORS", "Tuning", "score", "choose", "find_run", "tune", "parse_factors", "sweep_table"]
 
 #: The default grid: 3^-2 .. 3^2 times the strategy's default rates.
 SWEEP_FACTORS = tuple(3.0 ** k for k in (-2, -1, 0, 1, 2))
@@ -49,7 +49,8 @@ class Tuning:
     runs: list[Run]
 
 
-def _find(previous: Sequence[Run], scale: float, seed: int) -> Run | None:
+def find_run(previous: Sequence[Run], scale: float, seed: int) -> Run | None:
+    """The run of ``previous`` with this seed and ``lr_scale`` (records without one count as 1), or None."""
     for r in previous:
         if r["seed"] == seed and math.isclose(r.get("lr_scale", 1.0), scale, rel_tol=1e-9):
             return r
@@ -67,7 +68,7 @@ def tune(train: Callable[[float, int], Run], factors: Sequence[float], seeds: in
     previous = list(previous)
 
     def get(scale: float, seed: int) -> Run:
-        run = _find(previous, scale, seed)
+        run = find_run(previous, scale, seed)
         if run is None:
             run = train(scale, seed)
             previous.append(run)
@@ -103,7 +104,7 @@ def sweep_table(tunings: dict[str, Tuning]) -> str:
     for name, t in tunings.items():
         cells = []
         for f in factors:
-            run = _find(t.sweep, f, 0)
+            run = find_run(t.sweep, f, 0)
             text = "" if run is None else ("div." if score(run) == -math.inf else f"{score(run):.2f}")
             cells.append(f"**{text}**" if run is not None and math.isclose(f, t.chosen) else text)
         lines.append("| " + " | ".join([name] + cells + [f"x{t.chosen:.3g}"]) + " |")
