@@ -7,8 +7,10 @@ anywhere the suite runs, alone or in any order, and a hung collective fails the 
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import socket
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -38,9 +40,20 @@ def _entry(rank: int, world_size: int, port: int, out_dir: str, fn: Callable, ar
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     except BaseException:
         (Path(out_dir) / f"rank{rank}.err").write_text(traceback.format_exc())
-        raise
-    finally:
         dist.destroy_process_group()
+        raise
+    # NOTE: [orderly teardown] DDP reducers and ZeRO optimizers sit in reference cycles that hold the process
+    # group; left to the interpreter's exit, they die after destroy_process_group, while gloo's threads still
+    # hold their work, and the rank aborts ("terminate called without an active exception"). So: free them
+    # now, wait for every rank to be past its last collective, destroy the group, and leave without running
+    # the interpreter's finalizers again, as a forked multiprocessing child does (os._exit after run).
+    del result
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_world(fn: Callable, world_size: int, tmp_path: Path, *args: Any, timeout: float = 120.0) -> list[Any]:
