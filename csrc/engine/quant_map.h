@@ -1,5 +1,5 @@
 // The 8-bit codes of int8 state (NOTE: [state precision] in state_precision.h): decode by table, encode to the
-// nearest code by a table over the float's bits and one comparison.
+// nearest code by the arithmetic of the map's decades.
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -20,33 +20,44 @@ namespace layerlr {
 // as in bitsandbytes. The unsigned map holds second moments. The values are computed in double and rounded
 // once to float32.
 //
-// NOTE: [nearest code by table]
-// Encoding picks the code nearest to x = value/absmax, the upper one where x lies above the float32 midpoint
-// mid[j] of two neighbours. A binary search over 256 values costs eight dependent compares per element; instead
-// the top bits of |x| (its exponent and kBucketBits mantissa bits) index a table holding the largest magnitude
-// j at or below the bucket's start, and one compare against mid[j] finishes, because the map is never denser
-// than a bucket (build_quant_map checks that no bucket holds two midpoints). Buckets cover [2^-25, 2): anything
-// smaller is in bucket 0 (nearest code 0), anything larger (and NaN) in the last. So that one table load serves
-// both, each bucket's entry is the float32 bits of the midpoint above its j with the low 8 mantissa bits
-// replaced by j, and x goes up where it exceeds that float: a threshold within 2^-15 (relative) of the
-// midpoint, far inside the map's spacing of at least 0.7%. The last midpoint is +inf; with j in its low bits it
-// reads as NaN, which no x exceeds.
-constexpr int kBucketBits = 8;
-constexpr int kBucketExpLo = 127 - 25;  // biased float32 exponent of the first bucket
-constexpr int kBuckets = (127 - kBucketExpLo + 1) << kBucketBits;
+// NOTE: [nearest code by arithmetic]
+// Encoding picks the code nearest to x = value/absmax without a search or a table of thresholds. The magnitudes
+// other than 0 and 1 form seven decades d = 0..6: decade d holds N_d = 2^d (signed) or 2^(d+1) (unsigned) evenly
+// spaced values 10^(d-6) (0.1 + 0.9 (k + 1/2) / N_d), k = 0..N_d-1, so the midpoints between neighbours inside
+// a decade are its even split 10^(d-6) (0.1 + 0.9 (k + 1) / N_d), and inside a decade the nearest value is
+// k = floor(t), t = a N_d / (0.9 10^(d-6)) - N_d / 9 for a = |x|. The midpoints between decades (and those
+// between 0 and the first value, between the last value and 1) are off the splits; they cut [0, inf) into nine
+// regions: r = 0 (nearest magnitude 0), r = 1..7 (decade r-1, from the midpoint under its first value), r = 8
+// (nearest magnitude 1, above the midpoint between the last value and 1). So:
+//   1. the region: the one holding the start of a's binade (a table over the float's exponent), plus one where a
+//      lies above the next region's start (a binade holds at most one, as they are 9.7 or more apart);
+//   2. the magnitude index j = trunc(min(a * scale[r] - offset[r], last[r])): one fused multiply-add, with the
+//      index of the region's first value folded into offset and last (regions 0 and 8 have scale 0 and give
+//      their one index). Below a decade's start t > -1, so trunc is floor; between a decade's start and the
+//      midpoint under its first value t >= N_d - 1 in the decade before, so the clamp gives that one's last.
+// Scales, offsets and region starts are computed in double and rounded once to float32. The multiply-add rounds
+// once, at a place of at most 2^-15 of a unit of k, so a value within about 2e-6 (relative) of a midpoint may
+// take either neighbour; build_quant_map checks every value of the map and both sides of every midpoint at that
+// distance. NaN and +-inf take the code of +1: NaN is above every region start (unordered compares), and
+// min(NaN, last) is last. The scalar, AVX2, AVX-512 and CUDA encoders run these float operations, so they agree
+// bit for bit.
+constexpr int kBinadeLo = 127 - 25;  // biased float32 exponent of binade 0, 2^-25: below every region start
+constexpr int kBinades = 32;         // binade b: [2^(b-25), 2^(b-24)); binades 0 and 31 take all below / above
+constexpr int kDecades = 7;
+constexpr int kRegions = kDecades + 2;
 
 struct QuantMap {
-  float value[256];          // code -> value in [-1, 1]
-  float mid[256];            // truncated midpoint between magnitudes j and j+1 (inf after the last)
-  uint8_t pos_code[256];     // the code of magnitude j for x >= 0
-  uint8_t neg_code[256];     // ... for x < 0 (the nearest negative code; 0's code in the unsigned map)
-  uint32_t bucket[kBuckets]; // per bucket of |x|: j = the largest magnitude index at or below its start, in the
-                             // low 8 bits of mid[j]'s bits
+  float value[256];                 // code -> value in [-1, 1]
+  int32_t binade_region[kBinades];  // region of the binade's start
+  float binade_next[kBinades];      // start of the region after that one (inf after region 8)
+  float region_start[8];            // start of region r + 1: above it a is in region r + 1 or later
+  // per region (16 entries, so that a table fills one 16-lane register; entries 9.. repeat entry 8):
+  float scale[16], offset[16], last[16];
 };
 
-C10_HOST_DEVICE inline uint32_t bucket_of(float a) {
-  int32_t b = static_cast<int32_t>(float_bits(a) >> (23 - kBucketBits)) - (kBucketExpLo << kBucketBits);
-  return static_cast<uint32_t>(b < 0 ? 0 : (b >= kBuckets ? kBuckets - 1 : b));
+C10_HOST_DEVICE inline int32_t binade_of(float a) {
+  const int32_t e = static_cast<int32_t>(float_bits(a) >> 23) - kBinadeLo;
+  return e < 0 ? 0 : (e >= kBinades ? kBinades - 1 : e);
 }
 
 // The two maps, built once on the host (quant_map.cpp).
@@ -54,17 +65,25 @@ const QuantMap& quant_map(bool is_signed);
 
 C10_HOST_DEVICE inline float quant_decode(const QuantMap& q, uint8_t code) { return q.value[code]; }
 
-C10_HOST_DEVICE inline uint8_t quant_encode(const QuantMap& q, float x) {
-  const float a = std::fabs(x);
-  const uint32_t entry = q.bucket[bucket_of(a)];
-  int j = static_cast<int>(entry & 0xFFu);
-  j += a > bits_float(entry) ? 1 : 0;
-  return x < 0.0f ? q.neg_code[j] : q.pos_code[j];
+// The magnitude index of the value nearest a = |x| (NOTE: [nearest code by arithmetic]): 0 is zero, 128 (signed)
+// or 255 (unsigned) is one.
+C10_HOST_DEVICE inline int32_t quant_magnitude(const QuantMap& q, float a) {
+  const int32_t b = binade_of(a);
+  const int32_t r = q.binade_region[b] + (a <= q.binade_next[b] ? 0 : 1);
+  const float t = fmaf(a, q.scale[r], -q.offset[r]);
+  return static_cast<int32_t>(t < q.last[r] ? t : q.last[r]);
 }
 
-// The codes as arithmetic (build_quant_map checks that the tables say the same): signed maps put magnitude j at
-// code 127 + j and -j at 127 - j (no -1: j is clamped to 127); the unsigned map puts j at code j.
+// The codes of magnitude j: signed maps put it at code 127 + j and its negation at 127 - j (no -1: j is clamped
+// to 127); the unsigned map puts it at code j, and every negative value at 0's code.
 constexpr int kSignedZeroCode = 127;
+
+C10_HOST_DEVICE inline uint8_t quant_encode(bool is_signed, const QuantMap& q, float x) {
+  const int32_t j = quant_magnitude(q, std::fabs(x));
+  if (is_signed) return static_cast<uint8_t>(x < 0.0f ? kSignedZeroCode - (j < kSignedZeroCode ? j : kSignedZeroCode)
+                                                      : kSignedZeroCode + j);
+  return static_cast<uint8_t>(x < 0.0f ? 0 : j);
+}
 
 // A block's scale: 1/absmax, or 0 for an all-zero block (every element then encodes to 0).
 C10_HOST_DEVICE inline float quant_inverse_scale(float absmax) { return absmax > 0.0f ? 1.0f / absmax : 0.0f; }
