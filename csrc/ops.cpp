@@ -14,6 +14,7 @@
 #include <string>
 
 #include "cpu/cpu_backend.h"
+#include "cpu/quantize.h"
 #include "engine/op_entry.h"
 #include "engine/step_args.h"
 
@@ -155,6 +156,10 @@ TORCH_LIBRARY(layerlr, m) {
       "Tensor? trust_ratios=None, Tensor? sq_norms=None, str trust_pass='all', str state_precision, "
       "Tensor[] filter_scales, Tensor[] exp_avg_scales, Tensor[] exp_avg_sq_scales, int seed=0) -> ()");
   m.def("tensor_norms(Tensor[] tensors) -> Tensor");
+  // int8 state as the fused step keeps it (NOTE: [dynamic quantization map] in engine/quant_map.h), for
+  // converting state between precisions: signed_map = the map of first moments, buffers and filters.
+  m.def("quantize_blockwise(Tensor values, bool signed_map) -> (Tensor codes, Tensor absmax)");
+  m.def("dequantize_blockwise(Tensor codes, Tensor absmax, bool signed_map) -> Tensor");
   m.def(
       "dals_phase_(Tensor(a!) detector, Tensor(b!) filter_coef, Tensor loss, *, float tau1, float tau2, "
       "float[] phase_alpha, float[] phase_gate) -> ()");
@@ -171,6 +176,8 @@ TORCH_LIBRARY_IMPL(layerlr, CPU, m) {
   m.impl("fused_step_.split", &layerlr::fused_step_split_<layerlr::cpu::fused_step>);
   m.impl("fused_step_.state", &layerlr::fused_step_state_<layerlr::cpu::fused_step>);
   m.impl("tensor_norms", &layerlr::tensor_norms_cpu);
+  m.impl("quantize_blockwise", &layerlr::cpu::quantize_blockwise);
+  m.impl("dequantize_blockwise", &layerlr::cpu::dequantize_blockwise);
   m.impl("dals_phase_", &layerlr::dals_phase_cpu);
 }
 

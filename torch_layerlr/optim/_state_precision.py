@@ -12,7 +12,6 @@ optimizers do (their ``min_8bit_size``): their state is too small to matter and 
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
@@ -63,42 +62,16 @@ def new_state(name: str, param: Tensor, precision: str) -> dict[str, Tensor]:
             f"{name}_absmax": torch.zeros(blocks(param.numel()), dtype=torch.float32, device=param.device)}
 
 
-@functools.lru_cache(maxsize=None)
-def _dynamic_map(signed: bool) -> tuple[list[float], list[float], list[int], list[int]]:
-    """The engine's map (quant_map.cpp): values by code, and for encoding the sorted magnitudes' midpoints and
-    codes (positive side, negative side)."""
-    decades = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-    mags = [0.0, 1.0]
-    for i, decade in enumerate(decades):
-        parts = 2 ** i if signed else 2 ** (i + 1)
-        for j in range(parts):
-            lo, hi = 0.1 + 0.9 * j / parts, 0.1 + 0.9 * (j + 1) / parts
-            mags.append(decade * ((lo + hi) / 2.0))
-    mags.sort()
-    f32 = [float(torch.tensor(m, dtype=torch.float32)) for m in mags]
-    k = len(mags)
-    values = [0.0] * 256
-    pos = [127 + j if signed else j for j in range(k)]
-    neg = [127 - min(j, k - 2) if signed else 0 for j in range(k)]
-    for j in range(k):
-        values[pos[j]] = f32[j]
-        if signed and 1 <= j < k - 1:
-            values[127 - j] = -f32[j]
-    mids = [float(torch.tensor((f32[j] + f32[j + 1]) / 2.0, dtype=torch.float32)) for j in range(k - 1)]
-    return values, mids, pos, neg
-
-
 def to_float(name: str, state: dict[str, Any], shape: torch.Size) -> Tensor:
     """Buffer ``name`` of ``state`` as float32 values, whatever its form."""
     value = state[name]
     if value.dtype != torch.uint8:
         return value.detach().float()
-    values = torch.tensor(_dynamic_map(name not in SECOND_MOMENTS)[0], dtype=torch.float32, device=value.device)
-    flat = values[value.reshape(-1).long()]
-    absmax = state[f"{name}_absmax"].detach().float().to(value.device)
-    n = flat.numel()
-    scale = absmax.repeat_interleave(QUANT_BLOCK)[:n]
-    return (flat * scale).reshape(shape)
+    # the engine's own map and decoder (NOTE: [dynamic quantization map] in csrc/engine/quant_map.h), on the CPU
+    absmax = state[f"{name}_absmax"].detach().float().cpu().contiguous()
+    values = torch.ops.layerlr.dequantize_blockwise(value.detach().cpu().contiguous(), absmax,
+                                                    name not in SECOND_MOMENTS)
+    return values.to(value.device).reshape(shape)
 
 
 def from_float(name: str, values: Tensor, param: Tensor, precision: str) -> dict[str, Tensor]:
@@ -108,15 +81,6 @@ def from_float(name: str, values: Tensor, param: Tensor, precision: str) -> dict
         return {name: values.to(param.dtype).reshape(param.shape).clone()}
     if precision == "bf16":
         return {name: values.to(torch.bfloat16).reshape(param.shape).contiguous()}
-    table, mids, pos, neg = _dynamic_map(name not in SECOND_MOMENTS)
-    flat = values.reshape(-1).float()
-    n = flat.numel()
-    padded = torch.zeros(blocks(n) * QUANT_BLOCK, dtype=torch.float32, device=flat.device)
-    padded[:n] = flat
-    absmax = padded.reshape(-1, QUANT_BLOCK).abs().amax(dim=1)
-    inv = torch.where(absmax > 0, 1.0 / absmax, torch.zeros_like(absmax))
-    x = (padded.reshape(-1, QUANT_BLOCK) * inv[:, None]).reshape(-1)[:n]
-    # nearest magnitude: the upper one strictly above a midpoint (the engine's rule)
-    j = torch.bucketize(x.abs(), torch.tensor(mids, dtype=torch.float32, device=x.device), right=False)
-    codes = torch.where(x < 0, torch.tensor(neg, device=x.device)[j], torch.tensor(pos, device=x.device)[j])
-    return {name: codes.to(torch.uint8).reshape(param.shape).contiguous(), f"{name}_absmax": absmax}
+    codes, absmax = torch.ops.layerlr.quantize_blockwise(values.detach().float().cpu().contiguous(),
+                                                         name not in SECOND_MOMENTS)
+    return {name: codes.reshape(param.shape).to(param.device), f"{name}_absmax": absmax.to(param.device)}
