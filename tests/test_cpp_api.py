@@ -4,7 +4,8 @@ Every case of ``tests/cpp/cases.h`` is built here with the Python class and the 
 name). Both sides get the same initial parameters, 20 gradients and 20 losses (through a closure, so DALS's
 phase detector sees them) written by this file; the C++ driver ``layerlr_trajectory`` runs the C++ optimizers
 on them and writes the parameters after every step. The Python classes are checked against the float64
-references of ``tests/reference`` elsewhere (test_optim.py); here the C++ API must equal them exactly.
+references of ``tests/reference`` elsewhere (test_optim.py); here the C++ API must equal them exactly, in every
+``state_precision`` (the low-precision cases: bf16 stochastic rounding and int8 codes included).
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ import pytest
 import torch
 
 from torch_layerlr.optim import DALS, LAMB, LARS, DepthScaledSGD, GrokfastAdamW, LayerwiseAdamW, LayerwiseSGD
+from torch_layerlr.optim import _state_precision as sp
 
 sys.path.insert(0, str(Path(__file__).parent / "cpp"))
 from cpp_build import build_cpp  # noqa: E402
 
 STEPS = 20
 SHAPES = [(4, 3), (3,), (2, 3, 2), (5,)]
+# The low-precision cases (names ending in _bf16 or _int8; kLowPrecisionShapes of cases.h): int8 state applies to
+# the first and third tensor (>= INT8_MIN_NUMEL elements, the third ending in a partial block), the others keep
+# their fp32 fallback.
+LOW_PRECISION_SHAPES = [(64, 72), (3,), (4100,), (5,)]
 
 # The Python twin of each case in tests/cpp/cases.h. A C++ group's options object is complete, so a Python group
 # states every option in which it differs from the optimizer's defaults.
@@ -56,6 +62,20 @@ CASES = {
     "lars_default_lr": lambda p: LARS(p),
     "depth_scaled_res2": lambda p: DepthScaledSGD(p, 1.3, 2.1, arch="res2", tau=2.0, momentum=0.5),
     "depth_scaled_chain": lambda p: DepthScaledSGD(p, 0.7, 1.9, weight_decay=0.01),
+    **{name: case for precision in ("bf16", "int8") for name, case in {
+        f"sgd_{precision}": lambda p, s=precision: LayerwiseSGD(p, lr=0.1, momentum=0.9, weight_decay=0.01,
+                                                                state_precision=s),
+        f"adamw_{precision}": lambda p, s=precision: LayerwiseAdamW(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.05,
+                                                                    lr_mult=[1.0, 2.0, 0.5, 1.5], state_precision=s),
+        f"lamb_{precision}": lambda p, s=precision: LAMB(p, lr=0.02, state_precision=s),
+        f"dals_{precision}": lambda p, s=precision: DALS(
+            [{"params": p, "depth_ratio": [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]}], total_steps=20, state_precision=s),
+    }.items()},
+    "grokfast_adamw_int8": lambda p: GrokfastAdamW(p, lr=0.01, state_precision="int8"),
+    "lars_int8": lambda p: LARS(p, lr=0.5, momentum=0.9, weight_decay=1e-3, trust_coefficient=0.01,
+                                state_precision="int8"),
+    "lamb_groups_int8": lambda p: LAMB([{"params": p[:2]}, {"params": p[2:], "lr": 0.005, "state_precision": "int8"}],
+                                       lr=0.02, state_precision="bf16"),
 }
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
@@ -70,10 +90,15 @@ def losses() -> list[float]:
     return out
 
 
-def inputs(dtype: torch.dtype, seed: int) -> dict:
+def is_low_precision(name: str) -> bool:
+    return name.endswith(("_bf16", "_int8"))
+
+
+def inputs(name: str, dtype: torch.dtype, seed: int) -> dict:
+    shapes = LOW_PRECISION_SHAPES if is_low_precision(name) else SHAPES
     g = torch.Generator().manual_seed(seed)
-    params = [torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in SHAPES]
-    grads = [[torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in SHAPES] for _ in range(STEPS)]
+    params = [torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in shapes]
+    grads = [[torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in shapes] for _ in range(STEPS)]
     return {"params": params, "grads": grads, "losses": losses()}
 
 
@@ -92,7 +117,7 @@ def python_trajectory(name: str, data: dict) -> list[list[torch.Tensor]]:
 @pytest.fixture(scope="module")
 def cpp_trajectories(tmp_path_factory) -> tuple[dict, dict]:
     build = build_cpp()
-    data = {f"{name}@{dtype}": inputs(DTYPES[dtype], seed=i)
+    data = {f"{name}@{dtype}": inputs(name, DTYPES[dtype], seed=i)
             for i, name in enumerate(CASES) for dtype in DTYPES}
     tmp = tmp_path_factory.mktemp("cpp_api")
     torch.save(data, tmp / "inputs.pt")
@@ -124,3 +149,21 @@ def test_cpp_trajectory_equals_python_bit_for_bit(cpp_trajectories, name, dtype)
                 f"{key}: step {k + 1}, param {i} differs by up to {(have.double() - want.double()).abs().max():.3e}")
             moved = moved or not torch.equal(want, data[key]["params"][i])
     assert moved, f"{key}: the parameters never moved, the comparison would prove nothing"
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if is_low_precision(n)])
+def test_low_precision_cases_keep_the_low_precision_state(name):
+    """The Python twin of each low-precision case keeps the state its name says (int8: codes for the large
+    tensors, the fp32 fallback for the small ones), so the bit-for-bit comparison covers those forms."""
+    data = inputs(name, torch.float32, seed=0)
+    params = [p.clone().requires_grad_(True) for p in data["params"]]
+    opt = CASES[name](params)
+    for p, g in zip(params, data["grads"][0]):
+        p.grad = g.clone()
+    opt.step(lambda: torch.tensor(data["losses"][0]))
+    forms = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.uint8}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            want = forms[sp.tensor_precision(group["state_precision"], p)]
+            state = {k: v for k, v in opt.state[p].items() if k != "step" and not k.endswith("_absmax")}
+            assert state and all(v.dtype == want for v in state.values()), (name, tuple(p.shape), state.keys())

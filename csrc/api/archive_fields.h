@@ -75,19 +75,33 @@ T read_field(torch::serialize::InputArchive& archive, const std::string& name) {
   return from_ivalue<T>(name, v);
 }
 
+// Every options class's state_precision. An archive written before the option existed has none: its state is
+// "fp32", the only form there was.
+inline void write_state_precision(torch::serialize::OutputArchive& archive, const std::string& precision) {
+  write_field(archive, "state_precision", precision);
+}
+
+inline std::string read_state_precision(torch::serialize::InputArchive& archive) {
+  c10::IValue v;
+  if (!archive.try_read("state_precision", v)) return "fp32";
+  return from_ivalue<std::string>("state_precision", v);
+}
+
 }  // namespace torch_layerlr::optim::detail
 
-// The options class's serialize (both ways), operator== and lr accessors from its field list
+// The options class's serialize (both ways), operator== and lr accessors from its field list and state_precision
 // FIELDS(X) = X(type, name) ... ; every options class keeps its learning rate in `lr`.
 #define TORCH_LAYERLR_DEFINE_OPTIONS(Options, FIELDS)                                          \
   void Options::serialize(torch::serialize::OutputArchive& archive) const {                   \
     FIELDS(TORCH_LAYERLR_WRITE_FIELD)                                                         \
+    ::torch_layerlr::optim::detail::write_state_precision(archive, state_precision());        \
   }                                                                                           \
   void Options::serialize(torch::serialize::InputArchive& archive) {                          \
     FIELDS(TORCH_LAYERLR_READ_FIELD)                                                          \
+    state_precision(::torch_layerlr::optim::detail::read_state_precision(archive));           \
   }                                                                                           \
   bool operator==(const Options& lhs, const Options& rhs) {                                   \
-    return true FIELDS(TORCH_LAYERLR_EQUAL_FIELD);                                            \
+    return lhs.state_precision() == rhs.state_precision() FIELDS(TORCH_LAYERLR_EQUAL_FIELD);  \
   }                                                                                           \
   double Options::get_lr() const { return lr(); }                                             \
   void Options::set_lr(const double lr) { this->lr(lr); }

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "archive_fields.h"
+#include "torch_layerlr/optim/state_precision.h"
 
 namespace torch_layerlr::optim {
 
@@ -89,16 +90,19 @@ DALSOptions::DALSOptions(const std::string& variant) : variant_(variant) {
 void DALSOptions::serialize(torch::serialize::OutputArchive& archive) const {
   detail::write_field(archive, "variant", variant_);
   DALS_FIELDS(TORCH_LAYERLR_WRITE_FIELD)
+  detail::write_state_precision(archive, state_precision());
 }
 
 void DALSOptions::serialize(torch::serialize::InputArchive& archive) {
   variant_ = detail::read_field<std::string>(archive, "variant");
   published(variant_);  // an unknown variant is an error
   DALS_FIELDS(TORCH_LAYERLR_READ_FIELD)
+  state_precision(detail::read_state_precision(archive));
 }
 
 bool operator==(const DALSOptions& lhs, const DALSOptions& rhs) {
-  return lhs.variant() == rhs.variant() DALS_FIELDS(TORCH_LAYERLR_EQUAL_FIELD);
+  return lhs.variant() == rhs.variant() && lhs.state_precision() == rhs.state_precision()
+      DALS_FIELDS(TORCH_LAYERLR_EQUAL_FIELD);
 }
 
 double DALSOptions::get_lr() const { return lr(); }
@@ -137,6 +141,7 @@ void DALS::check_options(const OptimizerOptions& options, size_t num_params) con
   TORCH_CHECK_VALUE(o.restart_mult() >= 1, "restart_mult must be an int >= 1, got ", o.restart_mult());
   check_per_param("depth_ratio", o.depth_ratio(), num_params, 0.0, 1.0);
   check_per_param("lr_mult", o.lr_mult(), num_params, 0.0, kInf);
+  check_state_precision(o.state_precision());
 }
 
 DALS::Global DALS::initial_global() const {
@@ -224,6 +229,10 @@ TensorSettings DALS::tensor_settings(const OptimizerOptions& group, size_t index
 
 const std::vector<double>& DALS::lr_mult(const OptimizerOptions& group) const {
   return static_cast<const DALSOptions&>(group).lr_mult();
+}
+
+const std::string& DALS::state_precision(const OptimizerOptions& group) const {
+  return static_cast<const DALSOptions&>(group).state_precision();
 }
 
 std::optional<torch::Tensor> DALS::filter_coef(const OptimizerOptions&, const torch::Device& device) const {

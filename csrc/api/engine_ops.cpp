@@ -16,6 +16,16 @@ using FusedStepFn = void(at::TensorList, at::TensorList, at::TensorList, at::Ten
                          const OptTensor&, double, double, double, bool, double, double, double, bool, double,
                          double, double, double, double, bool, const OptTensor&, const OptTensor&,
                          const OptTensor&);
+// The `state` overload (low-precision state): FusedStepFn's arguments, then sq_norms, trust_pass, state_precision,
+// the absmax lists of filters, exp_avgs and exp_avg_sqs, and the seed of the stochastic rounding.
+using FusedStepStateFn = void(at::TensorList, at::TensorList, at::TensorList, at::TensorList, at::TensorList,
+                              at::TensorList, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                              const at::Tensor&, const at::Tensor&, c10::string_view, c10::string_view,
+                              c10::string_view, c10::string_view, const OptTensor&, double, double, double, bool,
+                              double, double, double, bool, double, double, double, double, double, bool,
+                              const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&,
+                              c10::string_view, c10::string_view, at::TensorList, at::TensorList, at::TensorList,
+                              int64_t);
 using DalsPhaseFn = void(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, double,
                          at::ArrayRef<double>, at::ArrayRef<double>);
 
@@ -30,6 +40,32 @@ const c10::TypedOperatorHandle<FusedStepFn>& fused_step_check_op() {
   static const auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("layerlr::fused_step_check", "").typed<FusedStepFn>();
   return op;
+}
+
+const c10::TypedOperatorHandle<FusedStepStateFn>& fused_step_state_op() {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("layerlr::fused_step_", "state").typed<FusedStepStateFn>();
+  return op;
+}
+
+const c10::TypedOperatorHandle<FusedStepStateFn>& fused_step_check_state_op() {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("layerlr::fused_step_check", "state").typed<FusedStepStateFn>();
+  return op;
+}
+
+// The seed of the stochastic rounding of bf16 state: the Python classes' (the op's default).
+constexpr int64_t kRoundingSeed = 0;
+
+// One call of `op` (fused_step_.state or fused_step_check.state) on low-precision state.
+void call_state_op(const c10::TypedOperatorHandle<FusedStepStateFn>& op, const StepTensors& t, const Recipe& r,
+                   const StepInputs& in) {
+  op.call(t.params, t.grads, t.filters, t.exp_avgs, t.exp_avg_sqs, t.steps, in.lr, in.lr_mult, in.weight_decay,
+          in.blend, in.trust_mask, r.filter, r.decay, r.moment, r.trust, in.filter_coef, r.filter_lambda, r.momentum,
+          r.dampening, r.nesterov, r.beta1, r.beta2, r.eps, r.bias_correction, r.trust_coefficient, r.trust_eps,
+          r.ratio_min, r.ratio_max, r.norm_max, r.maximize, std::nullopt, std::nullopt, in.trust_ratios,
+          std::nullopt, "all", t.state_precision, t.filter_scales, t.exp_avg_scales, t.exp_avg_sq_scales,
+          kRoundingSeed);
 }
 
 using DalsAdvanceFn = void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&,
@@ -63,6 +99,8 @@ std::vector<std::string> Recipe::state_names() const {
 }
 
 void fused_step_(const StepTensors& t, const Recipe& r, const StepInputs& in) {
+  // fp32 state takes the default overload, as torch_layerlr._ops does (low-precision state the `state` one).
+  if (t.state_precision != "fp32") return call_state_op(fused_step_state_op(), t, r, in);
   // The op's exp_avgs list carries Adam's first moment or SGD's momentum buffer (as torch_layerlr._ops).
   fused_step_op().call(t.params, t.grads, t.filters, t.exp_avgs, t.exp_avg_sqs, t.steps, in.lr, in.lr_mult,
                        in.weight_decay, in.blend, in.trust_mask, r.filter, r.decay, r.moment, r.trust,
@@ -72,6 +110,7 @@ void fused_step_(const StepTensors& t, const Recipe& r, const StepInputs& in) {
 }
 
 void fused_step_check(const StepTensors& t, const Recipe& r, const StepInputs& in) {
+  if (t.state_precision != "fp32") return call_state_op(fused_step_check_state_op(), t, r, in);
   fused_step_check_op().call(t.params, t.grads, t.filters, t.exp_avgs, t.exp_avg_sqs, t.steps, in.lr, in.lr_mult,
                              in.weight_decay, in.blend, in.trust_mask, r.filter, r.decay, r.moment, r.trust,
                              in.filter_coef, r.filter_lambda, r.momentum, r.dampening, r.nesterov, r.beta1, r.beta2,

@@ -6,6 +6,8 @@
 
 #include <cmath>
 
+#include "torch_layerlr/optim/state_precision.h"
+
 namespace torch_layerlr::optim {
 
 // ---- checks ----------------------------------------------------------------------------------------------
@@ -36,20 +38,34 @@ torch::Tensor& FusedParamState::buffer(const std::string& name) {
   TORCH_CHECK_VALUE(false, "no state buffer named ", name);
 }
 
+torch::Tensor& FusedParamState::absmax(const std::string& name) {
+  if (name == "filter") return filter_absmax_;
+  if (name == "exp_avg") return exp_avg_absmax_;
+  if (name == "exp_avg_sq") return exp_avg_sq_absmax_;
+  if (name == "momentum_buffer") return momentum_buffer_absmax_;
+  TORCH_CHECK_VALUE(false, "no state buffer named ", name);
+}
+
 static const char* const kBufferNames[] = {"filter", "exp_avg", "exp_avg_sq", "momentum_buffer"};
 
+// The state as kept: int8 buffers as their codes and "<name>_absmax" (the keys of the Python state_dict).
 void FusedParamState::serialize(torch::serialize::OutputArchive& archive) const {
   auto& self = const_cast<FusedParamState&>(*this);
   if (step_.defined()) archive.write("step", step_);
   for (const char* name : kBufferNames) {
     const torch::Tensor& t = self.buffer(name);
     if (t.defined()) archive.write(name, t);
+    const torch::Tensor& absmax = self.absmax(name);
+    if (absmax.defined()) archive.write(std::string(name) + "_absmax", absmax);
   }
 }
 
 void FusedParamState::serialize(torch::serialize::InputArchive& archive) {
   archive.try_read("step", step_);
-  for (const char* name : kBufferNames) archive.try_read(name, buffer(name));
+  for (const char* name : kBufferNames) {
+    archive.try_read(name, buffer(name));
+    archive.try_read(std::string(name) + "_absmax", absmax(name));
+  }
 }
 
 // ---- the step --------------------------------------------------------------------------------------------
@@ -155,8 +171,9 @@ torch::Tensor FusedOptimizer::call_lr(const Bucket& b) const {
 
 std::vector<FusedOptimizer::Bucket> FusedOptimizer::plan(
     std::vector<std::pair<void*, std::unique_ptr<FusedParamState>>>& new_state) {
-  // One engine call per (recipe, device, dtype, filter key) across the groups, in order of first appearance;
-  // within a call the tensors keep the groups' order (as the Python base's _BucketBuilder).
+  // One engine call per (recipe, device, dtype, filter key, state form) across the groups, in order of first
+  // appearance; within a call the tensors keep the groups' order (as the Python base's _BucketBuilder): a tensor's
+  // position in its call keys the stochastic rounding of bf16 state, so both sides must agree on it.
   struct Builder {
     Bucket bucket;
     std::optional<double> filter_key;
@@ -173,13 +190,16 @@ std::vector<FusedOptimizer::Bucket> FusedOptimizer::plan(
     for (size_t i = 0; i < group.params().size(); ++i) {
       const torch::Tensor& p = group.params()[i];
       if (!p.grad().defined()) continue;
+      const std::string precision = tensor_precision(state_precision(options), p);
       auto it = std::find_if(builders.begin(), builders.end(), [&](const Builder& x) {
         return x.bucket.recipe == r && x.bucket.device == p.device() &&
-               x.bucket.tensors.params[0].scalar_type() == p.scalar_type() && x.filter_key == key;
+               x.bucket.tensors.params[0].scalar_type() == p.scalar_type() && x.filter_key == key &&
+               x.bucket.tensors.state_precision == precision;
       });
       if (it == builders.end()) {
         builders.push_back(Builder{Bucket{{}, {}, r, p.device(), {}, {}}, key, {}, {}, {}, {}});
         it = std::prev(builders.end());
+        it->bucket.tensors.state_precision = precision;
       }
       Bucket& b = it->bucket;
       if (b.group_ids.empty() || b.group_ids.back() != g) {
@@ -204,18 +224,31 @@ std::vector<FusedOptimizer::Bucket> FusedOptimizer::plan(
       for (const std::string& n : names) {
         torch::Tensor& buf = state->buffer(n);
         if (!buf.defined()) {
-          buf = at::zeros_like(p, at::MemoryFormat::Preserve);
+          buf = new_state_buffer(p, precision);
+          if (precision == "int8") state->absmax(n) = new_absmax(p);
           changed = true;
+        } else {  // state kept in another form (the group's state_precision changed since) is refused here
+          check_state_form("state of param " + std::to_string(i) + " of group " + std::to_string(g) + ": " + n, buf,
+                           state->absmax(n), p, precision, /*check_values=*/false);
         }
       }
       b.tensors.params.push_back(p);
       b.tensors.grads.push_back(p.grad());
-      if (r.filter != "none") b.tensors.filters.push_back(state->filter());
+      const bool int8 = precision == "int8";
+      if (r.filter != "none") {
+        b.tensors.filters.push_back(state->filter());
+        if (int8) b.tensors.filter_scales.push_back(state->filter_absmax());
+      }
       if (r.moment == "adam") {
         b.tensors.exp_avgs.push_back(state->exp_avg());
         b.tensors.exp_avg_sqs.push_back(state->exp_avg_sq());
+        if (int8) {
+          b.tensors.exp_avg_scales.push_back(state->exp_avg_absmax());
+          b.tensors.exp_avg_sq_scales.push_back(state->exp_avg_sq_absmax());
+        }
       } else if (r.momentum != 0.0) {
         b.tensors.exp_avgs.push_back(state->momentum_buffer());
+        if (int8) b.tensors.exp_avg_scales.push_back(state->momentum_buffer_absmax());
       }
       b.tensors.steps.push_back(state->step());
       if (changed) new_state.emplace_back(key_ptr, std::move(state));
@@ -306,21 +339,31 @@ int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key
   return v.toInt();
 }
 
-// A loaded state is untrusted: its step must be a one-element float tensor and each buffer must have the
-// param's shape. Buffers take the param's dtype and device, the step its device (as torch.optim's load).
-void check_loaded_state(FusedParamState& state, const torch::Tensor& p, size_t g, size_t i) {
+// A loaded state is untrusted: its step must be a one-element float tensor and each buffer must be in the form of
+// `precision` (state_precision.h: dtype and shape, and for int8 the absmax's shape and values). fp32 buffers take
+// the param's dtype and device, the step its device (as torch.optim's load); low-precision buffers stay as saved
+// (a resume is bit-exact), moved to the param's device and made contiguous as the engine takes them.
+void check_loaded_state(FusedParamState& state, const torch::Tensor& p, const std::string& precision, size_t g,
+                        size_t i) {
+  const std::string where = "state of param " + std::to_string(i) + " of group " + std::to_string(g) + ": ";
   const torch::Tensor& step = state.step();
-  TORCH_CHECK_VALUE(step.defined() && step.numel() == 1 && step.is_floating_point(), "state of param ", i,
-                    " of group ", g, ": step must be a one-element float tensor");
+  TORCH_CHECK_VALUE(step.defined() && step.numel() == 1 && step.is_floating_point(), where,
+                    "step must be a one-element float tensor");
   if (step.device() != p.device()) state.step(step.to(p.device()));
   for (const char* name : kBufferNames) {
     torch::Tensor& buf = state.buffer(name);
-    if (!buf.defined()) continue;
-    TORCH_CHECK_VALUE(buf.sizes() == p.sizes(), "state of param ", i, " of group ", g, ": ", name, " has shape ",
-                      buf.sizes(), " but the param has ", p.sizes());
-    TORCH_CHECK_TYPE(buf.is_floating_point(), "state of param ", i, " of group ", g, ": ", name,
-                     " has dtype ", buf.scalar_type());
-    if (buf.scalar_type() != p.scalar_type() || buf.device() != p.device()) buf = buf.to(p.device(), p.scalar_type());
+    torch::Tensor& absmax = state.absmax(name);
+    if (!buf.defined()) {
+      TORCH_CHECK_VALUE(!absmax.defined(), where, name, "_absmax is present without ", name);
+      continue;
+    }
+    check_state_form(where + name, buf, absmax, p, precision, /*check_values=*/true);
+    if (precision == "fp32") {
+      if (buf.scalar_type() != p.scalar_type() || buf.device() != p.device()) buf = buf.to(p.device(), p.scalar_type());
+      continue;
+    }
+    buf = buf.to(p.device()).contiguous();
+    if (absmax.defined()) absmax = absmax.to(p.device()).contiguous();
   }
 }
 
@@ -349,12 +392,17 @@ void FusedOptimizer::load(torch::serialize::InputArchive& archive) {
     options[g] = param_groups_[g].options().clone();
     options[g]->serialize(options_archive);
     check_options(*options[g], params.size());
+    const std::string& precision = state_precision(param_groups_[g].options());
+    TORCH_CHECK_VALUE(state_precision(*options[g]) == precision, "param group ", g,
+                      " of the archive has state_precision '", state_precision(*options[g]),
+                      "' but the optimizer's has '", precision,
+                      "': load it into an optimizer of the archive's state_precision");
     for (size_t i = 0; i < params.size(); ++i) {
       torch::serialize::InputArchive state_archive;
       if (!group_archive.try_read("state/" + std::to_string(i), state_archive)) continue;
       auto state = std::make_unique<FusedParamState>();
       state->serialize(state_archive);
-      check_loaded_state(*state, params[i], g, i);
+      check_loaded_state(*state, params[i], tensor_precision(precision, params[i]), g, i);
       states.emplace_back(params[i].unsafeGetTensorImpl(), std::move(state));
     }
   }

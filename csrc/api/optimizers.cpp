@@ -11,6 +11,7 @@
 #include "torch_layerlr/optim/lamb.h"
 #include "torch_layerlr/optim/lars.h"
 #include "torch_layerlr/optim/layerwise.h"
+#include "torch_layerlr/optim/state_precision.h"
 
 namespace torch_layerlr::optim {
 
@@ -85,6 +86,7 @@ void LayerwiseSGD::check_options(const OptimizerOptions& options, size_t num_par
                     "nesterov momentum requires a momentum and zero dampening");
   check_grokfast(o.grokfast_alpha(), o.grokfast_lambda());
   check_per_param("lr_mult", o.lr_mult(), num_params, 0.0, kInf);
+  check_state_precision(o.state_precision());
 }
 
 Recipe LayerwiseSGD::recipe(const OptimizerOptions& group) const {
@@ -105,6 +107,10 @@ TensorSettings LayerwiseSGD::tensor_settings(const OptimizerOptions& group, size
 
 const std::vector<double>& LayerwiseSGD::lr_mult(const OptimizerOptions& group) const {
   return static_cast<const LayerwiseSGDOptions&>(group).lr_mult();
+}
+
+const std::string& LayerwiseSGD::state_precision(const OptimizerOptions& group) const {
+  return static_cast<const LayerwiseSGDOptions&>(group).state_precision();
 }
 
 std::optional<torch::Tensor> LayerwiseSGD::filter_coef(const OptimizerOptions& group,
@@ -136,6 +142,7 @@ void LayerwiseAdamW::check_options(const OptimizerOptions& options, size_t num_p
   check_float("weight_decay", o.weight_decay(), 0.0);
   check_betas(o.betas());
   check_per_param("lr_mult", o.lr_mult(), num_params, 0.0, kInf);
+  check_state_precision(o.state_precision());
 }
 
 Recipe LayerwiseAdamW::recipe(const OptimizerOptions& group) const {
@@ -148,6 +155,10 @@ TensorSettings LayerwiseAdamW::tensor_settings(const OptimizerOptions& group, si
 
 const std::vector<double>& LayerwiseAdamW::lr_mult(const OptimizerOptions& group) const {
   return static_cast<const LayerwiseAdamWOptions&>(group).lr_mult();
+}
+
+const std::string& LayerwiseAdamW::state_precision(const OptimizerOptions& group) const {
+  return static_cast<const LayerwiseAdamWOptions&>(group).state_precision();
 }
 
 // ---- GrokfastAdamW ---------------------------------------------------------------------------------------
@@ -171,6 +182,7 @@ void GrokfastAdamW::check_options(const OptimizerOptions& options, size_t num_pa
   check_betas(o.betas());
   check_grokfast(o.grokfast_alpha(), o.grokfast_lambda());
   check_per_param("lr_mult", o.lr_mult(), num_params, 0.0, kInf);
+  check_state_precision(o.state_precision());
 }
 
 Recipe GrokfastAdamW::recipe(const OptimizerOptions& group) const {
@@ -184,6 +196,10 @@ TensorSettings GrokfastAdamW::tensor_settings(const OptimizerOptions& group, siz
 
 const std::vector<double>& GrokfastAdamW::lr_mult(const OptimizerOptions& group) const {
   return static_cast<const GrokfastAdamWOptions&>(group).lr_mult();
+}
+
+const std::string& GrokfastAdamW::state_precision(const OptimizerOptions& group) const {
+  return static_cast<const GrokfastAdamWOptions&>(group).state_precision();
 }
 
 std::optional<torch::Tensor> GrokfastAdamW::filter_coef(const OptimizerOptions& group,
@@ -218,6 +234,7 @@ void LARS::check_options(const OptimizerOptions& options, size_t num_params) con
   TORCH_CHECK_VALUE(!o.nesterov() || o.momentum() > 0, "nesterov momentum requires a momentum > 0");
   check_grokfast(o.grokfast_alpha(), o.grokfast_lambda());
   check_per_param("lr_mult", o.lr_mult(), num_params, 0.0, kInf);
+  check_state_precision(o.state_precision());
 }
 
 Recipe LARS::recipe(const OptimizerOptions& group) const {
@@ -242,6 +259,10 @@ TensorSettings LARS::tensor_settings(const OptimizerOptions& group, size_t, cons
 
 const std::vector<double>& LARS::lr_mult(const OptimizerOptions& group) const {
   return static_cast<const LARSOptions&>(group).lr_mult();
+}
+
+const std::string& LARS::state_precision(const OptimizerOptions& group) const {
+  return static_cast<const LARSOptions&>(group).state_precision();
 }
 
 std::optional<torch::Tensor> LARS::filter_coef(const OptimizerOptions& group, const torch::Device& device) const {
@@ -275,6 +296,7 @@ void LAMB::check_options(const OptimizerOptions& options, size_t num_params) con
   check_betas(o.betas());
   check_grokfast(o.grokfast_alpha(), o.grokfast_lambda());
   check_per_param("lr_mult", o.lr_mult(), num_params, 0.0, kInf);
+  check_state_precision(o.state_precision());
 }
 
 Recipe LAMB::recipe(const OptimizerOptions& group) const {
@@ -299,6 +321,10 @@ TensorSettings LAMB::tensor_settings(const OptimizerOptions& group, size_t, cons
 
 const std::vector<double>& LAMB::lr_mult(const OptimizerOptions& group) const {
   return static_cast<const LAMBOptions&>(group).lr_mult();
+}
+
+const std::string& LAMB::state_precision(const OptimizerOptions& group) const {
+  return static_cast<const LAMBOptions&>(group).state_precision();
 }
 
 std::optional<torch::Tensor> LAMB::filter_coef(const OptimizerOptions& group, const torch::Device& device) const {
@@ -394,7 +420,8 @@ LayerwiseSGDOptions sgd_options(const DepthScaledSGDOptions& o, double lr) {
       .grokfast_alpha(o.grokfast_alpha())
       .grokfast_lambda(o.grokfast_lambda())
       .lr_mult(o.lr_mult())
-      .maximize(o.maximize());
+      .maximize(o.maximize())
+      .state_precision(o.state_precision());
 }
 
 }  // namespace

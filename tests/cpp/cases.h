@@ -1,6 +1,8 @@
 // The optimizer configurations shared by the C++ tests and the trajectory driver. tests/test_cpp_api.py builds
 // the same configurations with the Python classes (its CASES table, by name) and compares trajectories.
-// Every case takes the four parameters of the driver's inputs (shapes 4x3, 3, 2x3x2, 5).
+// Every case takes the four parameters of the driver's inputs: shapes 4x3, 3, 2x3x2, 5, and for the low-precision
+// cases (names ending in _bf16 or _int8; kLowPrecisionShapes) 64x72, 3, 4100, 5, so that int8 state applies to the
+// first and third (>= 4096 elements; 4100 ends in a partial block) and the others keep their fp32 fallback.
 #pragma once
 
 #include <torch_layerlr/optim.h>
@@ -17,6 +19,15 @@ namespace optim = torch_layerlr::optim;
 using torch::optim::OptimizerParamGroup;
 using Params = std::vector<torch::Tensor>;
 using Factory = std::function<std::unique_ptr<optim::FusedOptimizer>(const Params&)>;
+
+inline const std::vector<std::vector<int64_t>> kLowPrecisionShapes = {{64, 72}, {3}, {4100}, {5}};
+
+inline bool is_low_precision_case(const std::string& name) {
+  auto ends_with = [&](const std::string& tail) {
+    return name.size() > tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  return ends_with("_bf16") || ends_with("_int8");
+}
 
 inline Params slice(const Params& p, size_t begin, size_t end) { return Params(p.begin() + begin, p.begin() + end); }
 
@@ -113,6 +124,73 @@ inline const std::map<std::string, Factory>& cases() {
       {"depth_scaled_chain",
        [](const Params& p) {
          return make_unique<optim::DepthScaledSGD>(p, optim::DepthScaledSGDOptions(0.7, 1.9).weight_decay(0.01));
+       }},
+      // ---- low-precision state (state_precision) ----
+      {"sgd_bf16",
+       [](const Params& p) {
+         return make_unique<optim::LayerwiseSGD>(
+             p, optim::LayerwiseSGDOptions(0.1).momentum(0.9).weight_decay(0.01).state_precision("bf16"));
+       }},
+      {"adamw_bf16",
+       [](const Params& p) {
+         return make_unique<optim::LayerwiseAdamW>(p, optim::LayerwiseAdamWOptions(0.01)
+                                                          .betas({0.8, 0.99})
+                                                          .weight_decay(0.05)
+                                                          .lr_mult({1.0, 2.0, 0.5, 1.5})
+                                                          .state_precision("bf16"));
+       }},
+      {"lamb_bf16",
+       [](const Params& p) {
+         return make_unique<optim::LAMB>(p, optim::LAMBOptions(0.02).state_precision("bf16"));
+       }},
+      {"dals_bf16",
+       [](const Params& p) {
+         return make_unique<optim::DALS>(p, optim::DALSOptions("dals")
+                                                .total_steps(20)
+                                                .depth_ratio({0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0})
+                                                .state_precision("bf16"));
+       }},
+      {"sgd_int8",
+       [](const Params& p) {
+         return make_unique<optim::LayerwiseSGD>(
+             p, optim::LayerwiseSGDOptions(0.1).momentum(0.9).weight_decay(0.01).state_precision("int8"));
+       }},
+      {"adamw_int8",
+       [](const Params& p) {
+         return make_unique<optim::LayerwiseAdamW>(p, optim::LayerwiseAdamWOptions(0.01)
+                                                          .betas({0.8, 0.99})
+                                                          .weight_decay(0.05)
+                                                          .lr_mult({1.0, 2.0, 0.5, 1.5})
+                                                          .state_precision("int8"));
+       }},
+      {"lamb_int8",
+       [](const Params& p) {
+         return make_unique<optim::LAMB>(p, optim::LAMBOptions(0.02).state_precision("int8"));
+       }},
+      {"dals_int8",
+       [](const Params& p) {
+         return make_unique<optim::DALS>(p, optim::DALSOptions("dals")
+                                                .total_steps(20)
+                                                .depth_ratio({0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0})
+                                                .state_precision("int8"));
+       }},
+      {"grokfast_adamw_int8",
+       [](const Params& p) {
+         return make_unique<optim::GrokfastAdamW>(p,
+                                                  optim::GrokfastAdamWOptions(0.01).state_precision("int8"));
+       }},
+      {"lars_int8",
+       [](const Params& p) {
+         return make_unique<optim::LARS>(p, optim::LARSOptions(0.5)
+                                                .momentum(0.9)
+                                                .weight_decay(1e-3)
+                                                .trust_coefficient(0.01)
+                                                .state_precision("int8"));
+       }},
+      {"lamb_groups_int8",
+       [](const Params& p) {  // a group in each low precision: one engine call per form
+         return make_unique<optim::LAMB>(two_groups(p, optim::LAMBOptions(0.005).state_precision("int8")),
+                                         optim::LAMBOptions(0.02).state_precision("bf16"));
        }},
   };
   return table;

@@ -1,6 +1,7 @@
 // C++ API tests: bit-exact save/load resume for every case of cases.h, options validation (c10::Error naming the
-// option), param groups with their own options, bf16 parameters against a plain float64 LAMB, DALS's schedule and
-// DepthScaledSGD's closed forms. Trajectories against the Python classes: tests/test_cpp_api.py.
+// option), param groups with their own options, bf16 parameters against a plain float64 LAMB, low-precision state
+// (its forms, archives of another precision and crafted archives refused), DALS's schedule and DepthScaledSGD's
+// closed forms. Trajectories against the Python classes: tests/test_cpp_api.py.
 #include <gtest/gtest.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/module.h>
@@ -17,10 +18,12 @@ namespace {
 namespace optim = torch_layerlr::optim;
 using layerlr_test::Params;
 
-Params make_params(torch::Dtype dtype, int64_t seed = 0) {
+const std::vector<std::vector<int64_t>> kShapes = {{4, 3}, {3}, {2, 3, 2}, {5}};
+
+Params make_params(torch::Dtype dtype, int64_t seed = 0, const std::vector<std::vector<int64_t>>& shapes = kShapes) {
   torch::manual_seed(seed);
   Params p;
-  for (auto shape : std::vector<std::vector<int64_t>>{{4, 3}, {3}, {2, 3, 2}, {5}}) {
+  for (const auto& shape : shapes) {
     p.push_back(torch::randn(shape, torch::kFloat64).to(dtype).set_requires_grad(true));
   }
   return p;
@@ -63,8 +66,9 @@ class Resume : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Resume, BitExact) {
   const auto& factory = layerlr_test::cases().at(GetParam());
+  const auto& shapes = layerlr_test::is_low_precision_case(GetParam()) ? layerlr_test::kLowPrecisionShapes : kShapes;
   for (auto dtype : {torch::kFloat32, torch::kFloat64}) {
-    Params straight = make_params(dtype);
+    Params straight = make_params(dtype, 0, shapes);
     auto opt = factory(straight);
     run_steps(*opt, straight, 0, 7);
 
@@ -327,6 +331,135 @@ TEST(Dtypes, Bf16ParamsFollowTheFloat64Reference) {
           << "param " << i << " (" << dtype << ")";
     }
   }
+}
+
+// ---- low-precision state (state_precision) --------------------------------------------------------------------
+Params low_precision_params() { return make_params(torch::kFloat32, 0, layerlr_test::kLowPrecisionShapes); }
+
+const optim::FusedParamState& state_of(const optim::FusedOptimizer& opt, const torch::Tensor& p) {
+  return static_cast<const optim::FusedParamState&>(*opt.state().at(p.unsafeGetTensorImpl()));
+}
+
+optim::FusedParamState& state_of(optim::FusedOptimizer& opt, const torch::Tensor& p) {
+  return static_cast<optim::FusedParamState&>(*opt.state().at(p.unsafeGetTensorImpl()));
+}
+
+std::string saved(const optim::FusedOptimizer& opt) {
+  std::stringstream buffer;
+  torch::serialize::OutputArchive archive;
+  opt.save(archive);
+  archive.save_to(buffer);
+  return buffer.str();
+}
+
+void load(optim::FusedOptimizer& opt, const std::string& bytes) {
+  std::stringstream buffer(bytes);
+  torch::serialize::InputArchive archive;
+  archive.load_from(buffer);
+  opt.load(archive);
+}
+
+TEST(StatePrecision, StateTakesTheFormOfTheOption) {
+  Params p = low_precision_params();  // 64x72 and 4100 elements: int8; 3 and 5: the fp32 fallback
+  optim::LAMB int8(p, optim::LAMBOptions(0.01).state_precision("int8"));
+  run_steps(int8, p, 0, 2);
+  for (size_t i : {0, 2}) {
+    const auto& s = state_of(int8, p[i]);
+    const int64_t blocks = (p[i].numel() + 255) / 256;
+    for (const auto& [codes, absmax] : std::vector<std::pair<torch::Tensor, torch::Tensor>>{
+             {s.exp_avg(), s.exp_avg_absmax()}, {s.exp_avg_sq(), s.exp_avg_sq_absmax()}}) {
+      EXPECT_EQ(codes.scalar_type(), torch::kUInt8);
+      EXPECT_EQ(codes.sizes(), p[i].sizes());
+      EXPECT_EQ(absmax.scalar_type(), torch::kFloat32);
+      EXPECT_EQ(absmax.dim(), 1);
+      EXPECT_EQ(absmax.numel(), blocks);
+    }
+  }
+  for (size_t i : {1, 3}) {
+    const auto& s = state_of(int8, p[i]);
+    EXPECT_EQ(s.exp_avg().scalar_type(), torch::kFloat32);
+    EXPECT_FALSE(s.exp_avg_absmax().defined());
+  }
+  Params q = low_precision_params();
+  optim::LayerwiseSGD bf16(q, optim::LayerwiseSGDOptions(0.1).momentum(0.9).state_precision("bf16"));
+  run_steps(bf16, q, 0, 2);
+  for (const auto& x : q) {
+    EXPECT_EQ(state_of(bf16, x).momentum_buffer().scalar_type(), torch::kBFloat16);
+    EXPECT_FALSE(state_of(bf16, x).momentum_buffer_absmax().defined());
+  }
+}
+
+TEST(StatePrecision, UnknownPrecisionThrowsNamingTheOption) {
+  Params p = make_params(torch::kFloat32);
+  expect_error_naming([&] { optim::LayerwiseAdamW(p, optim::LayerwiseAdamWOptions().state_precision("fp16")); },
+                      "state_precision");
+  expect_error_naming([&] { optim::DALS(p, optim::DALSOptions("dals").state_precision("int4")); }, "state_precision");
+}
+
+TEST(StatePrecision, ArchiveOfAnotherPrecisionIsRefusedNamingIt) {
+  Params p = low_precision_params();
+  optim::LayerwiseAdamW int8(p, optim::LayerwiseAdamWOptions(0.01).state_precision("int8"));
+  run_steps(int8, p, 0, 3);
+  const std::string bytes = saved(int8);
+  for (const char* other : {"fp32", "bf16"}) {
+    Params q = clone_params(p);
+    optim::LayerwiseAdamW opt(q, optim::LayerwiseAdamWOptions(0.01).state_precision(other));
+    run_steps(opt, q, 0, 1);
+    const auto before = state_of(opt, q[0]).exp_avg().clone();
+    expect_error_naming([&] { load(opt, bytes); }, "state_precision");
+    EXPECT_TRUE(torch::equal(state_of(opt, q[0]).exp_avg(), before));  // nothing changed
+    EXPECT_EQ(static_cast<const optim::LayerwiseAdamWOptions&>(opt.param_groups()[0].options()).state_precision(),
+              other);
+  }
+}
+
+TEST(StatePrecision, CraftedArchiveTensorsAreRefusedNamingTheKey) {
+  Params p = low_precision_params();
+  optim::LayerwiseAdamW source(p, optim::LayerwiseAdamWOptions(0.01).state_precision("int8"));
+  run_steps(source, p, 0, 2);
+  const std::string good = saved(source);
+  // Each change to the first param's state, saved, is refused by a fresh optimizer with `message` in the error.
+  const std::vector<std::pair<std::function<void(optim::FusedParamState&)>, std::string>> crafted = {
+      {[](auto& s) { s.exp_avg_absmax(s.exp_avg_absmax().narrow(0, 0, 5)); }, "exp_avg_absmax"},
+      {[](auto& s) { s.exp_avg_absmax(s.exp_avg_absmax().to(torch::kFloat64)); }, "exp_avg_absmax"},
+      {[](auto& s) { s.exp_avg_absmax(-s.exp_avg_absmax()); }, "negative or non-finite"},
+      {[](auto& s) { s.exp_avg_sq_absmax(torch::full_like(s.exp_avg_sq_absmax(), NAN)); }, "exp_avg_sq_absmax"},
+      {[](auto& s) { s.exp_avg_absmax(torch::Tensor()); }, "exp_avg_absmax is missing"},
+      {[](auto& s) { s.exp_avg(s.exp_avg().to(torch::kFloat32)); }, "exp_avg has dtype"},
+      {[](auto& s) { s.exp_avg_sq(s.exp_avg_sq().reshape({-1})); }, "exp_avg_sq has shape"},
+  };
+  for (const auto& [change, message] : crafted) {
+    Params q = clone_params(p);
+    optim::LayerwiseAdamW bad(q, optim::LayerwiseAdamWOptions(0.01).state_precision("int8"));
+    load(bad, good);
+    change(state_of(bad, q[0]));
+    const std::string bytes = saved(bad);
+    Params r = clone_params(p);
+    optim::LayerwiseAdamW target(r, optim::LayerwiseAdamWOptions(0.01).state_precision("int8"));
+    expect_error_naming([&] { load(target, bytes); }, message);
+    EXPECT_TRUE(target.state().empty()) << message;  // a refused archive changes nothing
+  }
+  // bf16 state has no absmax: one in the archive is refused too.
+  Params b = low_precision_params();
+  optim::LayerwiseAdamW bf16(b, optim::LayerwiseAdamWOptions(0.01).state_precision("bf16"));
+  run_steps(bf16, b, 0, 1);
+  state_of(bf16, b[0]).exp_avg_absmax(torch::ones({18}));
+  const std::string bytes = saved(bf16);
+  Params c = clone_params(b);
+  optim::LayerwiseAdamW target(c, optim::LayerwiseAdamWOptions(0.01).state_precision("bf16"));
+  expect_error_naming([&] { load(target, bytes); }, "exp_avg_absmax is present");
+}
+
+TEST(StatePrecision, StateOfAnotherFormIsRefusedAtTheStep) {
+  // A group whose state_precision changed after its state was made: the step names the state, and moves nothing.
+  Params p = low_precision_params();
+  optim::LAMB lamb(p, optim::LAMBOptions(0.01).state_precision("int8"));
+  run_steps(lamb, p, 0, 1);
+  static_cast<optim::LAMBOptions&>(lamb.param_groups()[0].options()).state_precision("bf16");
+  const Params before = clone_params(p);
+  set_grads(p, 1);
+  expect_error_naming([&] { lamb.step(); }, "state of param 0 of group 0: exp_avg");
+  expect_equal(p, before);
 }
 
 // ---- DALS: schedule, loss phase, depths of a module -------------------------------------------------------------

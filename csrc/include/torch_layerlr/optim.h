@@ -10,3 +10,4 @@
 #include "torch_layerlr/optim/lars.h"
 #include "torch_layerlr/optim/layerwise.h"
 #include "torch_layerlr/optim/recipe.h"
+#include "torch_layerlr/optim/state_precision.h"

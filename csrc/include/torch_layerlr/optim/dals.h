@@ -82,6 +82,7 @@ class DALS : public FusedOptimizer {
   TensorSettings tensor_settings(const torch::optim::OptimizerOptions& group, size_t index,
                                  const torch::Tensor& param) const override;
   const std::vector<double>& lr_mult(const torch::optim::OptimizerOptions& group) const override;
+  const std::string& state_precision(const torch::optim::OptimizerOptions& group) const override;
   std::optional<torch::Tensor> filter_coef(const torch::optim::OptimizerOptions& group,
                                            const torch::Device& device) const override;
   void save_global(torch::serialize::OutputArchive& archive) const override;

@@ -40,6 +40,8 @@ struct DepthScaledSGDOptions {
   TORCH_ARG(double, grokfast_lambda) = 2.0;
   TORCH_ARG(std::vector<double>, lr_mult) = std::vector<double>{1.0};
   TORCH_ARG(bool, maximize) = false;
+  /// "fp32" | "bf16" | "int8": how the state is kept (options_macros.h).
+  TORCH_ARG(std::string, state_precision) = "fp32";
 };
 
 /// LayerwiseSGD with eta = 1/(tau S) (theory::max_stable_lr), e.g. for a chain

@@ -3,7 +3,14 @@
 //
 // A subclass says which recipe a group runs (recipe()) and, per tensor, its weight decay, depth blend and
 // trust-ratio switch (tensor_settings()). The base builds the engine's 1-D per-tensor inputs and calls it once
-// per (recipe, device, dtype) across the groups: never once per tensor, and never one param group per layer.
+// per (recipe, device, dtype, state form) across the groups: never once per tensor, and never one param group per
+// layer.
+//
+// Every options class has state_precision ("fp32" default, "bf16", "int8"; options_macros.h): the form of the
+// groups' per-parameter state, as the Python classes keep it (state_precision.h), so that a C++ and a Python run
+// are the same bit for bit in every form. save() writes the state as kept and the precision with the options;
+// load() takes an archive of the optimizer's own precision only: a group saved with another one is a c10::Error
+// naming its state_precision, never a silent change of form.
 #pragma once
 
 #include <torch/optim/optimizer.h>
@@ -23,18 +30,25 @@
 namespace torch_layerlr::optim {
 
 /// Per-parameter state of every optimizer here: a float32 step counter (on the CPU for CPU params, as in
-/// torch.optim) and the buffers its recipe names (Recipe::state_names()); buffers a recipe does not use stay
-/// undefined.
+/// torch.optim) and the buffers its recipe names (Recipe::state_names()) in the form of the group's
+/// state_precision: values in the param's dtype ("fp32"), bfloat16 ("bf16"), or uint8 codes with their float32
+/// `<name>_absmax` ("int8"). Buffers a recipe does not use, and the absmax of other forms, stay undefined.
 struct FusedParamState : public torch::optim::OptimizerCloneableParamState<FusedParamState> {
   TORCH_ARG(torch::Tensor, step);
   TORCH_ARG(torch::Tensor, filter);
   TORCH_ARG(torch::Tensor, exp_avg);
   TORCH_ARG(torch::Tensor, exp_avg_sq);
   TORCH_ARG(torch::Tensor, momentum_buffer);
+  TORCH_ARG(torch::Tensor, filter_absmax);
+  TORCH_ARG(torch::Tensor, exp_avg_absmax);
+  TORCH_ARG(torch::Tensor, exp_avg_sq_absmax);
+  TORCH_ARG(torch::Tensor, momentum_buffer_absmax);
 
  public:
   /// The buffer called `name` ("filter", "exp_avg", "exp_avg_sq" or "momentum_buffer").
   torch::Tensor& buffer(const std::string& name);
+  /// Its int8 absmax ("<name>_absmax").
+  torch::Tensor& absmax(const std::string& name);
   void serialize(torch::serialize::InputArchive& archive) override;
   void serialize(torch::serialize::OutputArchive& archive) const override;
 };
@@ -100,6 +114,7 @@ class FusedOptimizer : public torch::optim::Optimizer {
   virtual TensorSettings tensor_settings(const torch::optim::OptimizerOptions& group, size_t index,
                                          const torch::Tensor& param) const = 0;
   virtual const std::vector<double>& lr_mult(const torch::optim::OptimizerOptions& group) const = 0;
+  virtual const std::string& state_precision(const torch::optim::OptimizerOptions& group) const = 0;
   virtual double group_lr(const torch::optim::OptimizerOptions& group) const { return group.get_lr(); }
   virtual std::optional<torch::Tensor> filter_coef(const torch::optim::OptimizerOptions& group,
                                                    const torch::Device& device) const {
@@ -135,7 +150,7 @@ struct FusedOptimizer::Bucket {
   std::vector<size_t> counts;
   Recipe recipe;
   torch::Device device;
-  StepTensors tensors;
+  StepTensors tensors;  // tensors.state_precision: the form of the call's state
   StepInputs inputs;
 };
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -40,6 +41,7 @@ class GrokfastAdamW : public FusedOptimizer {
   TensorSettings tensor_settings(const torch::optim::OptimizerOptions& group, size_t index,
                                  const torch::Tensor& param) const override;
   const std::vector<double>& lr_mult(const torch::optim::OptimizerOptions& group) const override;
+  const std::string& state_precision(const torch::optim::OptimizerOptions& group) const override;
   std::optional<torch::Tensor> filter_coef(const torch::optim::OptimizerOptions& group,
                                            const torch::Device& device) const override;
   std::optional<double> filter_key(const torch::optim::OptimizerOptions& group) const override;

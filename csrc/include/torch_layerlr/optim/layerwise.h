@@ -2,6 +2,7 @@
 #pragma once
 
 #include <optional>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -44,6 +45,7 @@ class LayerwiseSGD : public FusedOptimizer {
   TensorSettings tensor_settings(const torch::optim::OptimizerOptions& group, size_t index,
                                  const torch::Tensor& param) const override;
   const std::vector<double>& lr_mult(const torch::optim::OptimizerOptions& group) const override;
+  const std::string& state_precision(const torch::optim::OptimizerOptions& group) const override;
   std::optional<torch::Tensor> filter_coef(const torch::optim::OptimizerOptions& group,
                                            const torch::Device& device) const override;
   std::optional<double> filter_key(const torch::optim::OptimizerOptions& group) const override;
@@ -78,6 +80,7 @@ class LayerwiseAdamW : public FusedOptimizer {
   TensorSettings tensor_settings(const torch::optim::OptimizerOptions& group, size_t index,
                                  const torch::Tensor& param) const override;
   const std::vector<double>& lr_mult(const torch::optim::OptimizerOptions& group) const override;
+  const std::string& state_precision(const torch::optim::OptimizerOptions& group) const override;
 };
 
 }  // namespace torch_layerlr::optim

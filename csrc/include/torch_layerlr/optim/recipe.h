@@ -43,9 +43,12 @@ struct Recipe {
   }
 };
 
-/// The tensors of one engine call: same device, same dtype.
+/// The tensors of one engine call: same device, same dtype, state in one form (state_precision.h). The scales
+/// are the int8 state's absmax, one list per state list (empty for the other forms).
 struct StepTensors {
   std::vector<at::Tensor> params, grads, filters, exp_avgs, exp_avg_sqs, steps;
+  std::string state_precision = "fp32";
+  std::vector<at::Tensor> filter_scales, exp_avg_scales, exp_avg_sq_scales;
 };
 
 /// The per-tensor (1-D float64, one entry per tensor) and scalar inputs of one engine call.
@@ -54,7 +57,8 @@ struct StepInputs {
   std::optional<at::Tensor> filter_coef, trust_ratios;
 };
 
-/// layerlr::fused_step_ through the dispatcher: the same kernels the Python classes call.
+/// layerlr::fused_step_ through the dispatcher: the same kernels the Python classes call (its `state` overload
+/// for low-precision state, with the seed 0 of the stochastic rounding, as the Python classes).
 void fused_step_(const StepTensors& tensors, const Recipe& recipe, const StepInputs& inputs);
 
 /// layerlr::fused_step_check: every check fused_step_ makes, on metadata only, without running the step.

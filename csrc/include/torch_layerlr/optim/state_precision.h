@@ -1,0 +1,36 @@
+// The forms of low-precision optimizer state in the C++ API, as the Python classes keep them
+// (torch_layerlr/optim/_state_precision.py; NOTE: [state precision] in csrc/engine/state_precision.h):
+//   "fp32": a tensor in the param's dtype (the kernels' full-precision state, as torch::optim keeps it)
+//   "bf16": a bfloat16 tensor, written by the engine with stochastic rounding
+//   "int8": uint8 codes and `<name>_absmax`, one float32 absmax per block of kQuantBlock elements
+// Tensors of fewer than kInt8MinNumel elements keep "fp32" state under "int8": their state is small, and
+// quantizing it costs accuracy (bitsandbytes' min_8bit_size).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+
+namespace torch_layerlr::optim {
+
+constexpr int64_t kQuantBlock = 256;
+constexpr int64_t kInt8MinNumel = 4096;
+
+/// Raise c10::ValueError naming state_precision unless `precision` is "fp32", "bf16" or "int8".
+void check_state_precision(const std::string& precision);
+
+/// The form of `param`'s state under its group's state_precision.
+std::string tensor_precision(const std::string& group_precision, const at::Tensor& param);
+
+/// A zero state buffer for `param` in the form `precision` ("int8": the codes; absmax from new_absmax).
+at::Tensor new_state_buffer(const at::Tensor& param, const std::string& precision);
+at::Tensor new_absmax(const at::Tensor& param);
+
+/// Raise c10::Error naming `where` unless `buffer` (and `absmax`, which only "int8" state has) can be the state
+/// of `param` in the form `precision`: dtype, shape and device as the engine takes them. The absmax values are
+/// read when `check_values` (a loaded archive: a crafted one may hold negative or non-finite scales).
+void check_state_form(const std::string& where, const at::Tensor& buffer, const at::Tensor& absmax,
+                      const at::Tensor& param, const std::string& precision, bool check_values);
+
+}  // namespace torch_layerlr::optim
