@@ -143,7 +143,7 @@ struct LowPrecisionFunctor {
 #pragma unroll
         for (int ii = 0; ii < kPerLane; ++ii) {
           x[ii] = static_cast<float>(r[kFilterIdx + k][ii]);
-          // fmaxf skips NaN, as the CPU's std::max(m, |x|) does
+          // fmaxf ignores a NaN, like the CPU's scalar std::max(m, |x|)
           if (lane + 32 * ii < len) m = fmaxf(m, fabsf(x[ii]));
         }
         void* state = tl.addresses[kFilterIdx + k][ch.slot];
@@ -155,7 +155,9 @@ struct LowPrecisionFunctor {
 #pragma unroll
           for (int ii = 0; ii < kPerLane; ++ii) {
             const int i = lane + 32 * ii;
-            if (i < len) static_cast<uint8_t*>(state)[ch.offset + base + i] = quant_encode(slot_map(k), x[ii] * inv);
+            if (i < len) {
+              static_cast<uint8_t*>(state)[ch.offset + base + i] = quant_encode(slot_map(k), x[ii] * inv);
+            }
           }
           if (lane == 0) static_cast<float*>(tl.addresses[kFilterAbsmaxIdx + k][ch.slot])[block] = absmax;
         } else {
