@@ -6,7 +6,7 @@ same stored state, and the optimizers on top.
   value from a float32 step of the CPU engine on the decoded state, margins as in test_state_precision.py); absmax
   to rtol 1e-6, 1e-5 for trust-ratio recipes (each device sums their norms in its own order)
 * bf16: each value the CPU's or a bfloat16 neighbour of it (both draw the same rounding bits, and a last-bit
-  difference before rounding may carry), and the CPU's for all but a few elements (other rounding bits would
+  difference before rounding may carry), and the CPU's for all but 1% of the elements (other rounding bits would
   disagree on about half of them)
 * trust ratios taken on the values before rounding, like the CPU's; a split trust step equal to one call
 * launch splits: more tensors than one low-precision launch holds, a tensor over two chunks
@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import zlib
 
 import pytest
 import torch
@@ -63,7 +64,7 @@ def _on(device, x):
 
 def _problem(case, precision, first_step, sizes):
     recipe, gate = (RECIPES[case], 1.0) if case in RECIPES else (RECIPES[GATES[case][0]], GATES[case][1])
-    gen = torch.Generator().manual_seed(hash((case, precision, first_step, len(sizes))) % 2**31)
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{case} {precision} {first_step} {len(sizes)}".encode()))
     n = len(sizes)
     stored = {k: [_stored(precision, k, s, gen) for s in sizes] for k in _state_names(recipe)}
     problem = dict(
@@ -147,7 +148,7 @@ def _ordered(x):
 def _check_bf16(name, got, want):
     diff = (_ordered(got.cpu()) - _ordered(want)).abs()
     assert bool((diff <= 1).all()), f"{name}: a value is not the CPU's or a bfloat16 neighbour of it"
-    assert int((diff != 0).sum()) <= max(2, want.numel() // 1000), f"{name}: other rounding bits than the CPU's"
+    assert int((diff != 0).sum()) <= max(2, want.numel() // 100), f"{name}: other rounding bits than the CPU's"
 
 
 def _compare(recipe, problem, kw, precision):
@@ -162,7 +163,7 @@ def _compare(recipe, problem, kw, precision):
     unrounded = _unrounded(recipe, problem, kw, precision, cuda_filter) if precision == "int8" else None
     rtol = 1e-5 if recipe.trust != "none" else 1e-6
     if cpu_ratios is not None:
-        torch.testing.assert_close(cuda_ratios.cpu(), cpu_ratios, rtol=1e-5, atol=0)
+        torch.testing.assert_close(cuda_ratios.cpu(), cpu_ratios, rtol=rtol, atol=0)
     for t, (got, want) in enumerate(zip(cuda["params"], cpu["params"])):
         torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-5, msg=f"params[{t}]")
     assert all(torch.equal(a.cpu(), b) for a, b in zip(cuda["steps"], cpu["steps"]))
