@@ -13,7 +13,8 @@ convention: a schedule changes it in place, and a replay reads the new value). T
 
 A replay runs the kernels of an eager step on the same inputs, so params, every state tensor, the trust ratios
 and the state_dict must be bitwise equal; and every non-empty param must have moved during the replays (a
-replay that did nothing, or reused the warmup's inputs, cannot pass).
+replay that did nothing, or reused the warmup's inputs, cannot pass). Four rows (LOW_PRECISION_ROWS) are run
+again with bf16 and with int8 state.
 
 DALS keeps its schedule clock and loss phase on the device (layerlr::dals_advance_): a captured host schedule
 would replay one lr forever. So a DALS row first takes a step with a device loss under
@@ -32,7 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from optim_db import OPTIM_IDS, dals_losses, optim_db  # noqa: E402
+from optim_db import OPTIM_IDS, by_name, dals_losses, optim_db  # noqa: E402
 from test_optim import F64, Problem, assert_equal_tensors, assert_state_dicts_equal  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -43,13 +44,15 @@ CHUNK = 65536  # multi_tensor_apply's chunk (csrc/cuda/multi_tensor_apply.cuh)
 SHAPES = [(64, 33), (7,), (), (0,), (2 * CHUNK + 5,)] + [(1 + (5 * i) % 23,) for i in range(40)]
 FIRST_GROUP = 20  # params [0, 20) in group 0, the rest in group 1
 WARMUP, REPLAYS = 3, 8
+#: one row per recipe shape with state: adam, lamb, lars with a filter, dals
+LOW_PRECISION_ROWS = ("adamw", "lamb", "lars_grokfast", "dals_fast")
 LR_DECAY = 0.9
 
 
-def build(info, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+def build(info, params: list[torch.Tensor], precision: str = "fp32") -> torch.optim.Optimizer:
     """The row's optimizer over two groups, each group's lr a float64 tensor on the device."""
     groups = [{"params": params[:FIRST_GROUP]}, {"params": params[FIRST_GROUP:]}]
-    opt = info.fused(groups)
+    opt = info.fused(groups, state_precision=precision)
     for k, group in enumerate(opt.param_groups):
         group["lr"] = torch.tensor(float(group["lr"]) * (1.0 + 0.5 * k), dtype=F64, device=DEVICE)
     return opt
@@ -89,6 +92,18 @@ def host_sync(info, problem: Problem) -> Optional[str]:
 
 @pytest.mark.parametrize("info", optim_db, ids=OPTIM_IDS)
 def test_graph_replay_matches_eager(info):
+    graph_replay_matches_eager(info, "fp32")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+@pytest.mark.parametrize("name", LOW_PRECISION_ROWS)
+def test_graph_replay_matches_eager_low_precision(name, precision):
+    """The same on low-precision state (the two-chunk tensor is the one large enough for int8 state). A replay
+    draws the rounding bits of its own step, as the eager step does; the warmup uploads the int8 maps."""
+    graph_replay_matches_eager(by_name(name), precision)
+
+
+def graph_replay_matches_eager(info, precision: str) -> None:
     steps = WARMUP + REPLAYS
     problem = Problem(SHAPES, torch.float32, seed=61)
     if info.is_dals:
@@ -102,7 +117,7 @@ def test_graph_replay_matches_eager(info):
         grads = [torch.zeros_like(p) for p in params]
         for p, g in zip(params, grads):
             p.grad = g
-        return params, grads, build(info, params)
+        return params, grads, build(info, params, precision)
 
     graph_params, graph_grads, graph_opt = make()
     eager_params, eager_grads, eager_opt = make()

@@ -4,7 +4,8 @@
 #
 #   build       the extension from source for sm_90 only (TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS = all cores), in a
 #               temporary copy of the tree (the tree itself is not touched); ptxas's register/spill report
-#   test_cuda   tests/test_cuda.py (pytest-xdist over the cores when installed)
+#   test_cuda   tests/test_cuda.py and tests/test_cuda_state_precision.py (pytest-xdist over the cores when
+#               installed)
 #   graphs      tests/test_cuda_graphs.py: CUDA-graph capture/replay of every optimizer against eager
 #   memcheck    compute-sanitizer --tool memcheck over benchmarks/gpu/sanitize_steps.py
 #   big_tensor  benchmarks/gpu/big_tensor.py: one bf16 param of 2^31 + 1024 elements, every element checked
@@ -178,15 +179,17 @@ assert torch._C._dispatch_has_kernel_for_dispatch_key('layerlr::fused_step_', 'C
   [ "$status" = pass ]
 }
 
-# pytest_part NAME LIMIT TESTFILE EXTRA...: a pytest run with a JUnit file, summarized by report.py junit
+# pytest_part NAME LIMIT TESTFILES EXTRA...: a pytest run with a JUnit file, summarized by report.py junit;
+# TESTFILES is one or more paths separated by spaces
 pytest_part() {
-  local name=$1 limit=$2 file=$3
+  local name=$1 limit=$2 files=$3
   shift 3
   local opts=(-q -p no:cacheprovider -rfE --durations=10 --junitxml="$WORK/$name.xml")
   if "$PY" -c "import pytest_timeout" 2>/dev/null; then
     opts+=(--timeout=$((limit - 20)))
   fi
-  timed "$name" "$limit" env OMP_NUM_THREADS=2 "$PY" -m pytest "${opts[@]}" "$@" "$file"
+  # shellcheck disable=SC2086 # TESTFILES splits into its paths
+  timed "$name" "$limit" env OMP_NUM_THREADS=2 "$PY" -m pytest "${opts[@]}" "$@" $files
   local status note allow=()
   status=$(status_of $RC)
   [ $SMOKE = 1 ] && allow=(--allow-all-skipped)
@@ -210,7 +213,7 @@ part_test_cuda() {
   if [ $SMOKE = 0 ] && "$PY" -c "import xdist" 2>/dev/null; then
     xdist=(-n "$((CORES / 2 > 1 ? CORES / 2 : 1))")
   fi
-  pytest_part test_cuda "$T_TESTS" tests/test_cuda.py "${xdist[@]}"
+  pytest_part test_cuda "$T_TESTS" "tests/test_cuda.py tests/test_cuda_state_precision.py" "${xdist[@]}"
 }
 
 part_graphs() {

@@ -23,8 +23,8 @@ import xml.etree.ElementTree as ET
 #: the parts in the order check.sh runs them, with what each one is
 PARTS = {
     "build": "build the extension from source for sm_90 (TORCH_CUDA_ARCH_LIST=9.0, all cores)",
-    "test_cuda": "tests/test_cuda.py",
-    "graphs": "tests/test_cuda_graphs.py: CUDA-graph capture and replay of every optimizer vs eager",
+    "test_cuda": "tests/test_cuda.py, tests/test_cuda_state_precision.py",
+    "graphs": "tests/test_cuda_graphs.py: CUDA-graph replay of every optimizer vs eager (some on low-precision state)",
     "memcheck": "compute-sanitizer --tool memcheck over benchmarks/gpu/sanitize_steps.py",
     "big_tensor": "benchmarks/gpu/big_tensor.py: one bf16 param of 2^31 + 1024 elements",
     "bench": "benchmarks/gpu/step_bench.py: the CUDA step benchmark",

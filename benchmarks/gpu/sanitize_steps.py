@@ -15,6 +15,8 @@ steps each):
 * one row per recipe shape (SHAPE_ROWS): a tensor cut between two launches (320 chunks of 65536 and 4099 more
   elements); bfloat16, float16 and float64; non-contiguous params and grads; GradScaler steps, one of them
   skipped for an inf gradient;
+* low-precision state: each SHAPE_ROWS row with bf16 and with int8 state (partial absmax blocks, a tensor over two
+  chunks, one small enough to keep fp32 state under int8);
 * the ops on their own: ``tensor_norms`` over odd sizes and a split tensor, ``dals_phase_`` on the device.
 
 Every param must stay finite (and a skipped step must change nothing). Exit status 1 otherwise.
@@ -44,6 +46,7 @@ SPLIT = [(5, 3), (MAX_BLOCKS * CHUNK + 4099,), (7,)]
 #: one row per recipe shape: sgd with a buffer (and Grokfast), adam (and Grokfast), lars, lamb, dals
 SHAPE_ROWS = ("sgd_nesterov_wd", "sgd_grokfast", "adamw_wd_betas_lr_mult", "grokfast_adamw", "lars_grokfast",
               "lamb_clamp", "dals_per_param_depth", "dals_fast")
+LOW_PRECISION = [(4099,), (64, 80), (CHUNK + 300,), (3,)]
 
 
 def tensors(shapes, dtype, device, seed):
@@ -51,17 +54,17 @@ def tensors(shapes, dtype, device, seed):
     return [torch.randn(s, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype) for s in shapes]
 
 
-def build(info, params):
+def build(info, params, precision="fp32"):
     """The row's optimizer over two param groups, the second at half the lr (per-tensor lrs in one call)."""
     half = len(params) // 2
-    opt = info.fused([{"params": params[:half]}, {"params": params[half:]}])
+    opt = info.fused([{"params": params[:half]}, {"params": params[half:]}], state_precision=precision)
     opt.param_groups[1]["lr"] = 0.5 * float(opt.param_groups[1]["lr"])
     return opt
 
 
-def run_steps(info, params, grads_of_step, steps, scaler=None):
+def run_steps(info, params, grads_of_step, steps, scaler=None, precision="fp32"):
     """``steps`` steps of the row's optimizer; grads_of_step(k) gives step k's gradients."""
-    opt = build(info, params)
+    opt = build(info, params, precision)
     losses = dals_losses(steps, seed=1)[0]
     for k in range(steps):
         for p, g in zip(params, grads_of_step(k)):
@@ -142,6 +145,17 @@ def case_grad_scaler(device):
         yield f"{name} GradScaler (last step skipped)"
 
 
+def case_low_precision(device):
+    for name in SHAPE_ROWS:
+        for precision in ("bf16", "int8"):
+            info = by_name(name)
+            params = [p.requires_grad_(True) for p in tensors(LOW_PRECISION, torch.float32, device, 6)]
+            run_steps(info, params, lambda k: tensors(LOW_PRECISION, torch.float32, device, 600 + k), 2,
+                      precision=precision)
+            check_finite(name, params)
+            yield f"{name} {precision} state"
+
+
 def case_ops(device):
     shapes = [(0,), (1,), (3,), (5,), (CHUNK - 1,), (CHUNK + 1,), (), (2, 0, 3)] + \
         [(1 + i,) for i in range(100)] + [(MAX_BLOCKS * CHUNK + 5,)]
@@ -159,7 +173,7 @@ def case_ops(device):
 
 
 #: the most telling first: under memcheck a run may stop at its time budget
-CASES = (case_rows, case_split, case_strided, case_grad_scaler, case_dtypes, case_ops)
+CASES = (case_rows, case_split, case_strided, case_grad_scaler, case_low_precision, case_dtypes, case_ops)
 
 
 def main() -> int:

@@ -16,6 +16,8 @@
 
 namespace layerlr::cpu {
 
+static_assert(kChunk % kQuantBlock == 0, "an absmax block must not straddle two chunks");
+
 // The stored state of one tensor: per slot (filter, exp_avg, exp_avg_sq) the bfloat16 values or uint8 codes, the
 // int8 absmax per block, and the key of the slot's rounding stream (NOTE: [stochastic rounding]).
 struct LowSlot {

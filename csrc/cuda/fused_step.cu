@@ -9,6 +9,8 @@
 //   FusedStepFunctor     pass 1 (kNorms): filter and moments, one pair of squared-norm partials per chunk
 //   trust_finish_kernel  per tensor: adds its partials in a fixed order, the ratio into its Coef (and out)
 //   FusedStepFunctor     pass 2 (kUpdate): the update
+// Low-precision state runs the same kernels with LowPrecisionFunctor around FusedStepFunctor's math
+// (low_precision.cuh).
 // Every kernel reads found_inf first and returns when it is set, so a step GradScaler skips changes nothing,
 // steps included.
 #include <ATen/Dispatch.h>
@@ -26,6 +28,7 @@
 #include "../engine/step_math.h"
 #include "block_reduce.cuh"
 #include "device_values.cuh"
+#include "low_precision.cuh"
 #include "multi_tensor_apply.cuh"
 #include "tensor_groups.cuh"
 
@@ -42,7 +45,7 @@ struct StepInputs {
   Kind step_kind;  // dtype of every step counter (TensorGroup::steps)
 };
 
-static_assert(sizeof(TensorGroup) + sizeof(StepInputs) + sizeof(Recipe) + sizeof(DeviceValues) + 64 <=
+static_assert(sizeof(TensorGroup) + sizeof(StepInputs) + sizeof(Recipe) + sizeof(DeviceValues) + 80 <=
                   kMaxKernelArgBytes,
               "the per-tensor kernels' arguments exceed 4 KB (NOTE: [kernel argument budget])");
 
@@ -50,10 +53,12 @@ __device__ __forceinline__ bool skipped(const DeviceValues& found_inf) {
   return found_inf.defined() && found_inf[0] != 0.0;
 }
 
-// The CPU's per-tensor host loop (cpu/fused_step.cpp, run()) as one thread per tensor.
+// The CPU's per-tensor host loop (cpu/fused_step.cpp, run()) as one thread per tensor. keys (bf16 state only,
+// else nullptr): the rounding key of each state slot, from the step (NOTE: [stochastic rounding]).
 template <typename T>
 __global__ void __launch_bounds__(kGroupSize)
-    coef_kernel(const TensorGroup group, const StepInputs in, const Recipe r, Coef<T>* coefs, const bool advance) {
+    coef_kernel(const TensorGroup group, const StepInputs in, const Recipe r, Coef<T>* coefs, const bool advance,
+                const uint64_t seed, uint64_t* keys) {
   const int j = threadIdx.x;
   if (j >= group.count || skipped(in.found_inf)) return;
   const int64_t t = group.first + j;
@@ -67,6 +72,10 @@ __global__ void __launch_bounds__(kGroupSize)
   x.filter_gate = in.filter_coef.defined() ? in.filter_coef[1] : 1.0;
   x.grad_scale = in.grad_scale.defined() ? in.grad_scale[0] : 1.0;
   coefs[t] = make_coef<T>(r, x);
+  if (keys != nullptr) {
+    for (int k = 0; k < kStateSlots; ++k)
+      keys[kStateSlots * t + k] = rounding_key(seed, static_cast<uint64_t>(x.step), t, k);
+  }
   // Safe to advance now: nothing after this kernel reads the step, and each step has one thread. The norms call
   // of a split step leaves it to the update call (NOTE: [split trust step] in engine/step_args.h).
   if (advance) store_value(group.steps[j], in.step_kind, x.step);
@@ -107,10 +116,13 @@ __global__ void __launch_bounds__(kFinishThreads)
   if (ratios.defined()) ratios.store(t, ratio);
 }
 
-// One recipe shape and pass. The per-element math is step_math.h's, on a register tile r[list][kILP].
+// One recipe shape and pass. The per-element math is step_math.h's, on a register tile r[list][kILP] (of
+// kPerLane elements under LowPrecisionFunctor).
 template <typename scalar_t, Pass kPass, bool kFilter, Moment kMoment, bool kBuffer, Trust kTrust>
 struct FusedStepFunctor {
+  using scalar = scalar_t;
   using T = at::opmath_type<scalar_t>;
+  static constexpr bool kNorms = kPass == Pass::kNorms;
   static constexpr bool kAdam = kMoment == Moment::kAdam;
   // Pass 2 of an adam recipe with a trust ratio reads its direction from the grad buffer and nothing else but
   // the param (NOTE: [adam direction in the grad buffer] in recipe.h).
@@ -137,7 +149,9 @@ struct FusedStepFunctor {
   }
 
   // Element ii of the tile: cpu/fused_step.cpp's Kernel::norms (kNorms) and Kernel::update (kUpdate).
-  static __device__ __forceinline__ void element(T (&r)[kDepth][kILP], int ii, const Coef<T>& c, T& sq_p, T& sq_u) {
+  template <int kWidth>
+  static __device__ __forceinline__ void element(T (&r)[kDepth][kWidth], int ii, const Coef<T>& c, T& sq_p,
+                                                 T& sq_u) {
     const T p = r[kParamIdx][ii];
     if constexpr (kPass == Pass::kNorms) {
       T u = filtered_grad<kFilter>(r[kGradIdx][ii], r[kFilterIdx][ii], c);
@@ -221,8 +235,8 @@ struct FusedStepFunctor {
 };
 
 template <typename scalar_t, bool kFilter, Moment kMoment, bool kBuffer, Trust kTrust>
-void run(const StepArgs& a, const std::vector<at::Tensor>& rows, const StepInputs& in,
-         const std::vector<void*>& steps, const DeviceValues& ratios) {
+void run(const StepArgs& a, const std::vector<at::Tensor>& rows, const std::vector<at::Tensor>& low_rows,
+         const StepInputs& in, const std::vector<void*>& steps, const DeviceValues& ratios) {
   using T = at::opmath_type<scalar_t>;
   const int64_t n = static_cast<int64_t>(a.params.size());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -233,15 +247,29 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& rows, const StepInput
   // Coef<T> is trivially copyable; the caching allocator's blocks are aligned far beyond alignof(Coef<T>).
   at::Tensor coef_storage = at::empty({n * static_cast<int64_t>(sizeof(Coef<T>))}, options.dtype(at::kByte));
   Coef<T>* coefs = reinterpret_cast<Coef<T>*>(coef_storage.data_ptr());
+  at::Tensor key_storage;  // NOTE: [stochastic rounding]: bf16 state only
+  if (a.precision == StatePrecision::kBf16) key_storage = at::empty({n * kStateSlots}, options.dtype(at::kLong));
+  uint64_t* keys = key_storage.defined() ? reinterpret_cast<uint64_t*>(key_storage.data_ptr()) : nullptr;
   for (const TensorGroup& g : groups) {
-    coef_kernel<T><<<1, kGroupSize, 0, stream>>>(g, in, a.recipe, coefs, a.pass != TrustPass::kNorms);
+    coef_kernel<T><<<1, kGroupSize, 0, stream>>>(g, in, a.recipe, coefs, a.pass != TrustPass::kNorms,
+                                                 static_cast<uint64_t>(a.seed), keys);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
 
+  // One pass of the functor Math over every chunk, on the state as it is stored.
+  const bool int8 = a.precision == StatePrecision::kInt8;
+  auto apply = [&]<typename Math>(double* partials) {
+    if (a.precision == StatePrecision::kFull) {
+      multi_tensor_apply<kDepth>(rows, Math{}, static_cast<const Coef<T>*>(coefs), in.found_inf, partials);
+    } else {
+      multi_tensor_apply<kLowDepth>(low_rows, LowPrecisionFunctor<Math>{}, static_cast<const Coef<T>*>(coefs),
+                                    in.found_inf, partials, int8, static_cast<const uint64_t*>(keys));
+    }
+  };
+
   using Update = FusedStepFunctor<scalar_t, Pass::kUpdate, kFilter, kMoment, kBuffer, kTrust>;
   if constexpr (kTrust == Trust::kNone) {
-    multi_tensor_apply<kDepth>(rows, Update{}, static_cast<const Coef<T>*>(coefs), in.found_inf,
-                               static_cast<double*>(nullptr));
+    apply.template operator()<Update>(nullptr);
   } else {
     // pass 1 does not touch the momentum buffer: one instantiation for both kBuffer values
     // NOTE: [split trust step] in engine/step_args.h: a norms call stops after the finish wrote sq_norms, an
@@ -250,8 +278,7 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& rows, const StepInput
     at::Tensor partials, sq_given, sq_out;
     if (a.pass != TrustPass::kUpdate) {
       partials = at::empty({2 * chunk_begin[n]}, options.dtype(at::kDouble));
-      multi_tensor_apply<kDepth>(rows, Norms{}, static_cast<const Coef<T>*>(coefs), in.found_inf,
-                                 partials.data_ptr<double>());
+      apply.template operator()<Norms>(partials.data_ptr<double>());
     } else {
       sq_given = a.sq_norms->contiguous();
     }
@@ -268,8 +295,7 @@ void run(const StepArgs& a, const std::vector<at::Tensor>& rows, const StepInput
       if (!sq_out.is_same(*a.sq_norms)) a.sq_norms->copy_(sq_out);
       return;
     }
-    multi_tensor_apply<kDepth>(rows, Update{}, static_cast<const Coef<T>*>(coefs), in.found_inf,
-                               static_cast<double*>(nullptr));
+    apply.template operator()<Update>(nullptr);
   }
 }
 
@@ -281,13 +307,14 @@ void fused_step(const StepArgs& a) {
   if (n == 0) return;
   const at::Device device = a.params[0].device();
   TORCH_CHECK_VALUE(device.is_cuda(), "fused_step_ (CUDA): params[0] is on ", device);
-  TORCH_CHECK_NOT_IMPLEMENTED(a.precision == StatePrecision::kFull,
-                              "fused_step_ (CUDA): low-precision state (state_precision='bf16' or 'int8') runs on "
-                              "the CPU only so far");
   const c10::cuda::CUDAGuard guard(device);
 
   DenseViews dense(a);  // NOTE: [strided tensors]
   const std::vector<at::Tensor>& rows = dense.views;
+  // NOTE: [low-precision rows] in low_precision.cuh
+  const std::vector<at::Tensor> low_rows =
+      a.precision == StatePrecision::kFull ? std::vector<at::Tensor>{} : low_precision_rows(rows, a);
+  if (a.precision == StatePrecision::kInt8) upload_quant_maps(device.index(), c10::cuda::getCurrentCUDAStream());
 
   std::vector<at::Tensor> keep;  // device copies the kernels read (NOTE: [no host sync])
   StepInputs in;
@@ -326,7 +353,7 @@ void fused_step(const StepArgs& a) {
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.params[0].scalar_type(), "layerlr_fused_step_cuda", [&] {
     dispatch_recipe(a.recipe, [&]<bool kFilter, Moment kMoment, bool kBuffer, Trust kTrust>() {
-      run<scalar_t, kFilter, kMoment, kBuffer, kTrust>(a, rows, in, steps, ratios);
+      run<scalar_t, kFilter, kMoment, kBuffer, kTrust>(a, rows, low_rows, in, steps, ratios);
     });
   });
 

@@ -24,11 +24,12 @@ static constexpr int kBlockSize = 512;
 // a CUDA graph to capture but the launch. Kernel arguments are limited to 4 KB (32 KB from CUDA 12.1 with a
 // recent driver, which ATen checks at run time; we stay within 4 KB everywhere). So one launch covers at most
 // kMaxBlocks chunks and kDepthToMaxTensors[depth - 1] tensors, ATen's numbers for a list of tensors with a
-// scalar each: here the extra 4 bytes per tensor are its global index (NOTE: [global tensor index]).
+// scalar each: here the extra 4 bytes per tensor are its global index (NOTE: [global tensor index]). Depths 6 to
+// 8 (low-precision state and its absmax lists) keep the same margin below 4 KB.
 // multi_tensor_apply static_asserts the sum of its arguments against kMaxKernelArgBytes.
 static constexpr size_t kMaxKernelArgBytes = 4096;
 static constexpr int kMaxBlocks = 320;
-static constexpr int kDepthToMaxTensors[5] = {96, 64, 48, 36, 30};
+static constexpr int kDepthToMaxTensors[8] = {96, 64, 48, 36, 30, 26, 23, 20};
 
 // NOTE: [global tensor index]
 // A launch sees the tensors it covers in slots 0, 1, ...; a tensor split between two launches sits in the

@@ -23,8 +23,8 @@ namespace layerlr {
 // Trust-ratio norms are taken on the values in those buffers, before they are rounded.
 enum class StatePrecision { kFull, kBf16, kInt8 };
 
-// One absmax per this many elements of a tensor, in its row-major (contiguous) element order. A multiple of the
-// CPU's chunk and of the CUDA tile, so blocks never straddle the unit of work of a thread.
+// One absmax per this many elements of a tensor, in its row-major (contiguous) element order. The CPU's chunk and
+// the CUDA chunk are multiples of it, so blocks never straddle the unit of work of a thread (a CUDA block).
 constexpr int64_t kQuantBlock = 256;
 
 inline int64_t quant_blocks(int64_t numel) { return (numel + kQuantBlock - 1) / kQuantBlock; }
