@@ -5,6 +5,7 @@
 #pragma once
 
 #include <c10/util/Exception.h>
+#include <math_constants.h>
 
 #include <cstdint>
 #include <mutex>
@@ -42,7 +43,7 @@ static_assert(kQuantBlock % 32 == 0 && kBlockSize % 32 == 0, "NOTE: [one warp pe
 static_assert(kChunkSize % kQuantBlock == 0, "an absmax block must not straddle two chunks");
 
 // NOTE: [quantization maps on the device]
-// The two maps of quant_map.h (56 KB together) live in global memory, read through the caches: too large for
+// The two maps of quant_map.h (3 KB together) live in global memory, read through the caches: too large for
 // kernel arguments, and constant memory would serialize a warp whose lanes read different codes. They are copied
 // from the host's maps once per device, before the first int8 step there; that copy waits for the device
 // once, and cannot happen while the stream is captured into a CUDA graph (a graph is captured after a warm-up
@@ -140,23 +141,28 @@ struct LowPrecisionFunctor {
         if (!store[k]) continue;
         float x[kPerLane];
         float m = 0.0f;
+        bool nan = false;
 #pragma unroll
         for (int ii = 0; ii < kPerLane; ++ii) {
           x[ii] = static_cast<float>(r[kFilterIdx + k][ii]);
-          // fmaxf ignores a NaN, like the CPU's scalar std::max(m, |x|)
-          if (lane + 32 * ii < len) m = fmaxf(m, fabsf(x[ii]));
+          // the CPU's AbsMax (csrc/cpu/codec_absmax.h): the max over the non-NaN values (fmaxf ignores a NaN),
+          // NaN when the block holds one
+          if (lane + 32 * ii < len) {
+            m = fmaxf(m, fabsf(x[ii]));
+            nan = nan || isnan(x[ii]);
+          }
         }
         void* state = tl.addresses[kFilterIdx + k][ch.slot];
         if (int8) {
           // every lane of the warp is here (the loop bounds are uniform over the warp): NOTE: [one warp per
           // absmax block]
-          const float absmax = warp_max(m);
+          const float absmax = __any_sync(0xffffffffu, nan) ? CUDART_NAN_F : warp_max(m);
           const float inv = quant_inverse_scale(absmax);
 #pragma unroll
           for (int ii = 0; ii < kPerLane; ++ii) {
             const int i = lane + 32 * ii;
             if (i < len) {
-              static_cast<uint8_t*>(state)[ch.offset + base + i] = quant_encode(slot_map(k), x[ii] * inv);
+              static_cast<uint8_t*>(state)[ch.offset + base + i] = quant_encode(k != kExpAvgSqSlot, slot_map(k), x[ii] * inv);
             }
           }
           if (lane == 0) static_cast<float*>(tl.addresses[kFilterAbsmaxIdx + k][ch.slot])[block] = absmax;
