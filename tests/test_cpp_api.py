@@ -5,7 +5,9 @@ name). Both sides get the same initial parameters, 20 gradients and 20 losses (t
 phase detector sees them) written by this file; the C++ driver ``layerlr_trajectory`` runs the C++ optimizers
 on them and writes the parameters after every step. The Python classes are checked against the float64
 references of ``tests/reference`` elsewhere (test_optim.py); here the C++ API must equal them exactly, in every
-``state_precision`` (the low-precision cases: bf16 stochastic rounding and int8 codes included).
+``state_precision`` (the low-precision cases: bf16 stochastic rounding and int8 codes included), and across a
+checkpoint of one precision loaded into an optimizer of another (``CONVERSIONS``: the C++ archive against the
+Python ``state_dict``, each converted by its own side's load).
 """
 
 from __future__ import annotations
@@ -78,6 +80,19 @@ CASES = {
                                        lr=0.02, state_precision="bf16"),
 }
 
+# (source, target) cases: the source's checkpoint after LOAD_AT steps is loaded into the target's optimizer over the
+# same parameters (another state_precision: its state is converted), which takes the remaining steps. The
+# loaded options are the source's but for the precision, which the target keeps. All on LOW_PRECISION_SHAPES.
+LOAD_AT = 8
+CONVERSIONS = [
+    *((f"{family}{source}", f"{family}{target}") for family in ("adamw", "lamb") for source, target in (
+        ("", "_int8"), ("_int8", ""), ("_bf16", "_int8"), ("_int8", "_bf16"), ("", "_bf16"), ("_bf16", ""))),
+    ("sgd_bf16", "sgd_int8"),  # the momentum buffer
+    ("dals", "dals_int8"),  # the filter
+    ("dals_int8", "dals_bf16"),
+]
+FORMS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.uint8}
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
 
@@ -94,19 +109,30 @@ def is_low_precision(name: str) -> bool:
     return name.endswith(("_bf16", "_int8"))
 
 
-def inputs(name: str, dtype: torch.dtype, seed: int) -> dict:
-    shapes = LOW_PRECISION_SHAPES if is_low_precision(name) else SHAPES
+def shapes_of(name: str) -> list[tuple[int, ...]]:
+    return LOW_PRECISION_SHAPES if is_low_precision(name) else SHAPES
+
+
+def inputs(shapes: list[tuple[int, ...]], dtype: torch.dtype, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     params = [torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in shapes]
     grads = [[torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in shapes] for _ in range(STEPS)]
     return {"params": params, "grads": grads, "losses": losses()}
 
 
+def conversion_inputs(source: str, target: str, dtype: torch.dtype, seed: int) -> dict:
+    return {**inputs(LOW_PRECISION_SHAPES, dtype, seed), "load_into": target, "load_at": LOAD_AT}
+
+
 def python_trajectory(name: str, data: dict) -> list[list[torch.Tensor]]:
     params = [p.clone().requires_grad_(True) for p in data["params"]]
     opt = CASES[name](params)
     out = []
-    for grads, loss in zip(data["grads"], data["losses"]):
+    for k, (grads, loss) in enumerate(zip(data["grads"], data["losses"])):
+        if k == data.get("load_at"):
+            checkpoint = opt.state_dict()
+            opt = CASES[data["load_into"]](params)
+            opt.load_state_dict(checkpoint)
         for p, g in zip(params, grads):
             p.grad = g.clone()  # LAMB writes its update direction into the grad buffer
         opt.step(lambda loss=loss: torch.tensor(loss, dtype=torch.float32))
@@ -117,8 +143,10 @@ def python_trajectory(name: str, data: dict) -> list[list[torch.Tensor]]:
 @pytest.fixture(scope="module")
 def cpp_trajectories(tmp_path_factory) -> tuple[dict, dict]:
     build = build_cpp()
-    data = {f"{name}@{dtype}": inputs(name, DTYPES[dtype], seed=i)
+    data = {f"{name}@{dtype}": inputs(shapes_of(name), DTYPES[dtype], seed=i)
             for i, name in enumerate(CASES) for dtype in DTYPES}
+    data.update({f"{source}>{target}@{dtype}": conversion_inputs(source, target, DTYPES[dtype], seed=len(CASES) + i)
+                 for i, (source, target) in enumerate(CONVERSIONS) for dtype in DTYPES})
     tmp = tmp_path_factory.mktemp("cpp_api")
     torch.save(data, tmp / "inputs.pt")
     subprocess.run([str(build / "tests" / "cpp" / "layerlr_trajectory"), str(tmp / "inputs.pt"),
@@ -133,11 +161,8 @@ def test_every_cpp_case_has_a_python_twin():
     assert set(re.findall(r'\{"(\w+)",\s*\n?\s*\[', cases_h)) == set(CASES)
 
 
-@pytest.mark.parametrize("dtype", list(DTYPES))
-@pytest.mark.parametrize("name", list(CASES))
-def test_cpp_trajectory_equals_python_bit_for_bit(cpp_trajectories, name, dtype):
+def assert_same_trajectory(cpp_trajectories, name: str, key: str) -> None:
     data, outputs = cpp_trajectories
-    key = f"{name}@{dtype}"
     expected = python_trajectory(name, data[key])
     got = outputs[key]
     assert len(got) == STEPS
@@ -151,11 +176,51 @@ def test_cpp_trajectory_equals_python_bit_for_bit(cpp_trajectories, name, dtype)
     assert moved, f"{key}: the parameters never moved, the comparison would prove nothing"
 
 
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("name", list(CASES))
+def test_cpp_trajectory_equals_python_bit_for_bit(cpp_trajectories, name, dtype):
+    assert_same_trajectory(cpp_trajectories, name, f"{name}@{dtype}")
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize(("source", "target"), CONVERSIONS)
+def test_cpp_load_of_another_precision_equals_python_bit_for_bit(cpp_trajectories, source, target, dtype):
+    assert_same_trajectory(cpp_trajectories, source, f"{source}>{target}@{dtype}")
+
+
+def forms(opt) -> dict[int, set[torch.dtype]]:
+    """The dtypes of each param's state buffers (absmax and step aside), by the param's position."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    return {i: {v.dtype for k, v in opt.state[p].items() if k != "step" and not k.endswith("_absmax")}
+            for i, p in enumerate(params)}
+
+
+def expected_forms(opt) -> dict[int, set[torch.dtype]]:
+    params = [(group["state_precision"], p) for group in opt.param_groups for p in group["params"]]
+    return {i: {FORMS[sp.tensor_precision(precision, p)]} for i, (precision, p) in enumerate(params)}
+
+
+@pytest.mark.parametrize(("source", "target"), CONVERSIONS)
+def test_conversion_cases_change_the_form_of_the_state(source, target):
+    """The Python twin of each conversion loads state of one form into an optimizer of another, so the bit-for-bit
+    comparison covers the conversion (int8's small tensors keep their fp32 fallback on both sides)."""
+    data = conversion_inputs(source, target, torch.float32, seed=0)
+    params = [p.clone().requires_grad_(True) for p in data["params"]]
+    opt = CASES[source](params)
+    for p, g in zip(params, data["grads"][0]):
+        p.grad = g.clone()
+    opt.step(lambda: torch.tensor(data["losses"][0]))
+    assert forms(opt) == expected_forms(opt)
+    loaded = CASES[target](params)
+    loaded.load_state_dict(opt.state_dict())
+    assert forms(loaded) == expected_forms(loaded) != forms(opt)
+
+
 @pytest.mark.parametrize("name", [n for n in CASES if is_low_precision(n)])
 def test_low_precision_cases_keep_the_low_precision_state(name):
     """The Python twin of each low-precision case keeps the state its name says (int8: codes for the large
     tensors, the fp32 fallback for the small ones), so the bit-for-bit comparison covers those forms."""
-    data = inputs(name, torch.float32, seed=0)
+    data = inputs(shapes_of(name), torch.float32, seed=0)
     params = [p.clone().requires_grad_(True) for p in data["params"]]
     opt = CASES[name](params)
     for p, g in zip(params, data["grads"][0]):

@@ -235,6 +235,10 @@ const std::string& DALS::state_precision(const OptimizerOptions& group) const {
   return static_cast<const DALSOptions&>(group).state_precision();
 }
 
+void DALS::set_state_precision(OptimizerOptions& group, const std::string& precision) const {
+  static_cast<DALSOptions&>(group).state_precision(precision);
+}
+
 std::optional<torch::Tensor> DALS::filter_coef(const OptimizerOptions&, const torch::Device& device) const {
   return device.is_cpu() ? global_.filter_coef : global_.filter_coef.to(device, /*non_blocking=*/true);
 }

@@ -68,6 +68,21 @@ void call_state_op(const c10::TypedOperatorHandle<FusedStepStateFn>& op, const S
           kRoundingSeed);
 }
 
+using QuantizeFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, bool);
+using DequantizeFn = at::Tensor(const at::Tensor&, const at::Tensor&, bool);
+
+const c10::TypedOperatorHandle<QuantizeFn>& quantize_op() {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("layerlr::quantize_blockwise", "").typed<QuantizeFn>();
+  return op;
+}
+
+const c10::TypedOperatorHandle<DequantizeFn>& dequantize_op() {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("layerlr::dequantize_blockwise", "").typed<DequantizeFn>();
+  return op;
+}
+
 using DalsAdvanceFn = void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&,
                            const OptTensor&, c10::string_view, bool, int64_t, double, int64_t, double, double,
                            at::ArrayRef<double>, at::ArrayRef<double>);
@@ -116,6 +131,14 @@ void fused_step_check(const StepTensors& t, const Recipe& r, const StepInputs& i
                              in.filter_coef, r.filter_lambda, r.momentum, r.dampening, r.nesterov, r.beta1, r.beta2,
                              r.eps, r.bias_correction, r.trust_coefficient, r.trust_eps, r.ratio_min, r.ratio_max,
                              r.norm_max, r.maximize, std::nullopt, std::nullopt, in.trust_ratios);
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_blockwise(const at::Tensor& values, bool signed_map) {
+  return quantize_op().call(values, signed_map);
+}
+
+at::Tensor dequantize_blockwise(const at::Tensor& codes, const at::Tensor& absmax, bool signed_map) {
+  return dequantize_op().call(codes, absmax, signed_map);
 }
 
 void dals_phase_(const at::Tensor& detector, const at::Tensor& filter_coef, const at::Tensor& loss, double tau1,

@@ -5,6 +5,7 @@
 #include <ATen/core/grad_mode.h>
 
 #include <cmath>
+#include <tuple>
 
 #include "torch_layerlr/optim/state_precision.h"
 
@@ -339,12 +340,14 @@ int64_t read_int(torch::serialize::InputArchive& archive, const std::string& key
   return v.toInt();
 }
 
-// A loaded state is untrusted: its step must be a one-element float tensor and each buffer must be in the form of
-// `precision` (state_precision.h: dtype and shape, and for int8 the absmax's shape and values). fp32 buffers take
-// the param's dtype and device, the step its device (as torch.optim's load); low-precision buffers stay as saved
-// (a resume is bit-exact), moved to the param's device and made contiguous as the engine takes them.
-void check_loaded_state(FusedParamState& state, const torch::Tensor& p, const std::string& precision, size_t g,
-                        size_t i) {
+// A loaded state is untrusted: its step must be a one-element float tensor and each buffer must be in the form
+// `saved` of the archive's state_precision (state_precision.h: dtype and shape, and for int8 the absmax's shape and
+// values). Each buffer then takes the optimizer's form `form`: fp32 buffers the param's dtype and device, the step
+// its device (as torch.optim's load); low-precision buffers of that form stay as saved (a resume is bit-exact),
+// moved to the param's device and made contiguous as the engine takes them; a buffer of another form is converted
+// (convert_state, as the Python classes' load).
+void check_loaded_state(FusedParamState& state, const torch::Tensor& p, const std::string& saved,
+                        const std::string& form, size_t g, size_t i) {
   const std::string where = "state of param " + std::to_string(i) + " of group " + std::to_string(g) + ": ";
   const torch::Tensor& step = state.step();
   TORCH_CHECK_VALUE(step.defined() && step.numel() == 1 && step.is_floating_point(), where,
@@ -357,13 +360,15 @@ void check_loaded_state(FusedParamState& state, const torch::Tensor& p, const st
       TORCH_CHECK_VALUE(!absmax.defined(), where, name, "_absmax is present without ", name);
       continue;
     }
-    check_state_form(where + name, buf, absmax, p, precision, /*check_values=*/true);
-    if (precision == "fp32") {
+    check_state_form(where + name, buf, absmax, p, saved, /*check_values=*/true);
+    if (saved != form) {
+      std::tie(buf, absmax) = convert_state(name, buf, absmax, p, saved, form);
+    } else if (form == "fp32") {
       if (buf.scalar_type() != p.scalar_type() || buf.device() != p.device()) buf = buf.to(p.device(), p.scalar_type());
-      continue;
+    } else {
+      buf = buf.to(p.device()).contiguous();
+      if (absmax.defined()) absmax = absmax.to(p.device()).contiguous();
     }
-    buf = buf.to(p.device()).contiguous();
-    if (absmax.defined()) absmax = absmax.to(p.device()).contiguous();
   }
 }
 
@@ -392,17 +397,18 @@ void FusedOptimizer::load(torch::serialize::InputArchive& archive) {
     options[g] = param_groups_[g].options().clone();
     options[g]->serialize(options_archive);
     check_options(*options[g], params.size());
-    const std::string& precision = state_precision(param_groups_[g].options());
-    TORCH_CHECK_VALUE(state_precision(*options[g]) == precision, "param group ", g,
-                      " of the archive has state_precision '", state_precision(*options[g]),
-                      "' but the optimizer's has '", precision,
-                      "': load it into an optimizer of the archive's state_precision");
+    // The optimizer keeps its own state_precision (as the Python classes): the archive's state is checked in the
+    // archive's precision, then converted.
+    const std::string saved = state_precision(*options[g]);
+    const std::string precision = state_precision(param_groups_[g].options());
+    set_state_precision(*options[g], precision);
     for (size_t i = 0; i < params.size(); ++i) {
       torch::serialize::InputArchive state_archive;
       if (!group_archive.try_read("state/" + std::to_string(i), state_archive)) continue;
       auto state = std::make_unique<FusedParamState>();
       state->serialize(state_archive);
-      check_loaded_state(*state, params[i], tensor_precision(precision, params[i]), g, i);
+      check_loaded_state(*state, params[i], tensor_precision(saved, params[i]), tensor_precision(precision, params[i]),
+                         g, i);
       states.emplace_back(params[i].unsafeGetTensorImpl(), std::move(state));
     }
   }

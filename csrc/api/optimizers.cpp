@@ -113,6 +113,10 @@ const std::string& LayerwiseSGD::state_precision(const OptimizerOptions& group) 
   return static_cast<const LayerwiseSGDOptions&>(group).state_precision();
 }
 
+void LayerwiseSGD::set_state_precision(OptimizerOptions& group, const std::string& precision) const {
+  static_cast<LayerwiseSGDOptions&>(group).state_precision(precision);
+}
+
 std::optional<torch::Tensor> LayerwiseSGD::filter_coef(const OptimizerOptions& group,
                                                        const torch::Device& device) const {
   return grokfast_coef(static_cast<const LayerwiseSGDOptions&>(group).grokfast_alpha(), device);
@@ -161,6 +165,10 @@ const std::string& LayerwiseAdamW::state_precision(const OptimizerOptions& group
   return static_cast<const LayerwiseAdamWOptions&>(group).state_precision();
 }
 
+void LayerwiseAdamW::set_state_precision(OptimizerOptions& group, const std::string& precision) const {
+  static_cast<LayerwiseAdamWOptions&>(group).state_precision(precision);
+}
+
 // ---- GrokfastAdamW ---------------------------------------------------------------------------------------
 #define GROKFAST_FIELDS(X)                                                                                   \
   X(double, lr) X(GrokfastAdamWOptions::betas_t, betas) X(double, eps) X(double, weight_decay)              \
@@ -200,6 +208,10 @@ const std::vector<double>& GrokfastAdamW::lr_mult(const OptimizerOptions& group)
 
 const std::string& GrokfastAdamW::state_precision(const OptimizerOptions& group) const {
   return static_cast<const GrokfastAdamWOptions&>(group).state_precision();
+}
+
+void GrokfastAdamW::set_state_precision(OptimizerOptions& group, const std::string& precision) const {
+  static_cast<GrokfastAdamWOptions&>(group).state_precision(precision);
 }
 
 std::optional<torch::Tensor> GrokfastAdamW::filter_coef(const OptimizerOptions& group,
@@ -265,6 +277,10 @@ const std::string& LARS::state_precision(const OptimizerOptions& group) const {
   return static_cast<const LARSOptions&>(group).state_precision();
 }
 
+void LARS::set_state_precision(OptimizerOptions& group, const std::string& precision) const {
+  static_cast<LARSOptions&>(group).state_precision(precision);
+}
+
 std::optional<torch::Tensor> LARS::filter_coef(const OptimizerOptions& group, const torch::Device& device) const {
   return grokfast_coef(static_cast<const LARSOptions&>(group).grokfast_alpha(), device);
 }
@@ -325,6 +341,10 @@ const std::vector<double>& LAMB::lr_mult(const OptimizerOptions& group) const {
 
 const std::string& LAMB::state_precision(const OptimizerOptions& group) const {
   return static_cast<const LAMBOptions&>(group).state_precision();
+}
+
+void LAMB::set_state_precision(OptimizerOptions& group, const std::string& precision) const {
+  static_cast<LAMBOptions&>(group).state_precision(precision);
 }
 
 std::optional<torch::Tensor> LAMB::filter_coef(const OptimizerOptions& group, const torch::Device& device) const {

@@ -1,6 +1,6 @@
 // C++ API tests: bit-exact save/load resume for every case of cases.h, options validation (c10::Error naming the
 // option), param groups with their own options, bf16 parameters against a plain float64 LAMB, low-precision state
-// (its forms, archives of another precision and crafted archives refused), DALS's schedule and DepthScaledSGD's
+// (its forms, archives of another precision converted, crafted ones refused), DALS's schedule and DepthScaledSGD's
 // closed forms. Trajectories against the Python classes: tests/test_cpp_api.py.
 #include <gtest/gtest.h>
 #include <torch/nn/modules/linear.h>
@@ -396,20 +396,89 @@ TEST(StatePrecision, UnknownPrecisionThrowsNamingTheOption) {
   expect_error_naming([&] { optim::DALS(p, optim::DALSOptions("dals").state_precision("int4")); }, "state_precision");
 }
 
-TEST(StatePrecision, ArchiveOfAnotherPrecisionIsRefusedNamingIt) {
+const std::string& precision_of(const optim::FusedOptimizer& opt) {
+  return static_cast<const optim::LayerwiseAdamWOptions&>(opt.param_groups()[0].options()).state_precision();
+}
+
+// Each param's first moment is in the form its group's state_precision gives it, with an absmax for int8 only.
+void expect_forms(const optim::FusedOptimizer& opt, const Params& params) {
+  const std::map<std::string, torch::Dtype> dtypes = {
+      {"fp32", torch::kFloat32}, {"bf16", torch::kBFloat16}, {"int8", torch::kUInt8}};
+  for (const auto& p : params) {
+    const std::string form = optim::tensor_precision(precision_of(opt), p);
+    EXPECT_EQ(state_of(opt, p).exp_avg().scalar_type(), dtypes.at(form)) << form;
+    EXPECT_EQ(state_of(opt, p).exp_avg_absmax().defined(), form == "int8") << form;
+  }
+}
+
+TEST(StatePrecision, ArchiveOfAnotherPrecisionIsConverted) {
+  // The optimizer keeps its precision and takes the archive's state in its own form, then steps on it.
+  // (The values against the Python classes' conversion: tests/test_cpp_api.py.)
+  for (const char* from : {"fp32", "bf16", "int8"}) {
+    Params p = low_precision_params();
+    optim::LayerwiseAdamW source(p, optim::LayerwiseAdamWOptions(0.01).state_precision(from));
+    run_steps(source, p, 0, 3);
+    const std::string bytes = saved(source);
+    for (const char* to : {"fp32", "bf16", "int8"}) {
+      if (std::string(from) == to) continue;
+      Params q = clone_params(p);
+      optim::LayerwiseAdamW opt(q, optim::LayerwiseAdamWOptions(0.01).state_precision(to));
+      load(opt, bytes);
+      EXPECT_EQ(precision_of(opt), to);
+      expect_forms(opt, q);
+      run_steps(opt, q, 3, 5);
+      expect_forms(opt, q);
+    }
+  }
+}
+
+TEST(StatePrecision, ConversionToBf16RoundsToNearest) {
+  // A checkpoint converts deterministically: bf16 from float32 values rounds to nearest, not stochastically.
+  Params p = low_precision_params();
+  optim::LayerwiseAdamW fp32(p, optim::LayerwiseAdamWOptions(0.01));
+  run_steps(fp32, p, 0, 2);
+  Params q = clone_params(p);
+  optim::LayerwiseAdamW bf16(q, optim::LayerwiseAdamWOptions(0.01).state_precision("bf16"));
+  load(bf16, saved(fp32));
+  for (size_t i = 0; i < p.size(); ++i) {
+    EXPECT_TRUE(torch::equal(state_of(bf16, q[i]).exp_avg(), state_of(fp32, p[i]).exp_avg().to(torch::kBFloat16)));
+  }
+}
+
+TEST(StatePrecision, CraftedArchiveOfAnotherPrecisionIsRefusedBeforeConversion) {
+  // The archive is checked in its own precision first: a bad one is refused naming the key and changes nothing.
   Params p = low_precision_params();
   optim::LayerwiseAdamW int8(p, optim::LayerwiseAdamWOptions(0.01).state_precision("int8"));
-  run_steps(int8, p, 0, 3);
-  const std::string bytes = saved(int8);
-  for (const char* other : {"fp32", "bf16"}) {
-    Params q = clone_params(p);
-    optim::LayerwiseAdamW opt(q, optim::LayerwiseAdamWOptions(0.01).state_precision(other));
-    run_steps(opt, q, 0, 1);
-    const auto before = state_of(opt, q[0]).exp_avg().clone();
-    expect_error_naming([&] { load(opt, bytes); }, "state_precision");
-    EXPECT_TRUE(torch::equal(state_of(opt, q[0]).exp_avg(), before));  // nothing changed
-    EXPECT_EQ(static_cast<const optim::LayerwiseAdamWOptions&>(opt.param_groups()[0].options()).state_precision(),
-              other);
+  run_steps(int8, p, 0, 2);
+  const std::string good = saved(int8);
+  const std::vector<std::pair<std::function<void(optim::LayerwiseAdamW&, const Params&)>, std::string>> crafted = {
+      {[](auto& o, const Params& q) { state_of(o, q[0]).exp_avg_absmax(-state_of(o, q[0]).exp_avg_absmax()); },
+       "negative or non-finite"},
+      {[](auto& o, const Params& q) { state_of(o, q[2]).exp_avg_sq_absmax(torch::Tensor()); },
+       "exp_avg_sq_absmax is missing"},
+      {[](auto& o, const Params& q) { state_of(o, q[0]).exp_avg(state_of(o, q[0]).exp_avg().reshape({-1})); },
+       "exp_avg has shape"},
+      // int8 codes under a group that claims bf16 state
+      {[](auto& o, const Params&) {
+         static_cast<optim::LayerwiseAdamWOptions&>(o.param_groups()[0].options()).state_precision("bf16");
+       },
+       "state of param 0 of group 0: exp_avg has dtype"},
+  };
+  for (const auto& [change, message] : crafted) {
+    for (const char* to : {"fp32", "bf16"}) {
+      Params q = clone_params(p);
+      optim::LayerwiseAdamW bad(q, optim::LayerwiseAdamWOptions(0.01).state_precision("int8"));
+      load(bad, good);
+      change(bad, q);
+      const std::string bytes = saved(bad);
+      Params r = clone_params(p);
+      optim::LayerwiseAdamW target(r, optim::LayerwiseAdamWOptions(0.01).state_precision(to));
+      run_steps(target, r, 0, 1);
+      const auto before = state_of(target, r[0]).exp_avg().clone();
+      expect_error_naming([&] { load(target, bytes); }, message);
+      EXPECT_TRUE(torch::equal(state_of(target, r[0]).exp_avg(), before)) << message;
+      EXPECT_EQ(precision_of(target), to) << message;
+    }
   }
 }
 

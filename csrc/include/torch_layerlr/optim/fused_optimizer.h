@@ -9,8 +9,9 @@
 // Every options class has state_precision ("fp32" default, "bf16", "int8"; options_macros.h): the form of the
 // groups' per-parameter state, as the Python classes keep it (state_precision.h), so that a C++ and a Python run
 // are the same bit for bit in every form. save() writes the state as kept and the precision with the options;
-// load() takes an archive of the optimizer's own precision only: a group saved with another one is a c10::Error
-// naming its state_precision, never a silent change of form.
+// load() resumes an archive of the optimizer's own precision bit for bit, and converts one of another precision
+// to the optimizer's (which it keeps) through float32 values, after checking it in the archive's precision, as
+// the Python classes' load_state_dict does (convert_state in state_precision.h).
 #pragma once
 
 #include <torch/optim/optimizer.h>
@@ -89,7 +90,8 @@ class FusedOptimizer : public torch::optim::Optimizer {
   torch::Tensor step(LossClosure closure = nullptr) override;
 
   /// Options of every group, the per-parameter state by (group, position) and any global state: a resume
-  /// from load() is bit-exact. load() checks everything before it changes anything.
+  /// from load() is bit-exact. load() checks everything before it changes anything; a group's state saved in
+  /// another state_precision is converted to the group's own, which the group keeps.
   void save(torch::serialize::OutputArchive& archive) const override;
   void load(torch::serialize::InputArchive& archive) override;
 
@@ -115,6 +117,8 @@ class FusedOptimizer : public torch::optim::Optimizer {
                                          const torch::Tensor& param) const = 0;
   virtual const std::vector<double>& lr_mult(const torch::optim::OptimizerOptions& group) const = 0;
   virtual const std::string& state_precision(const torch::optim::OptimizerOptions& group) const = 0;
+  /// Set a group's state_precision (load() keeps the optimizer's own over the archive's).
+  virtual void set_state_precision(torch::optim::OptimizerOptions& group, const std::string& precision) const = 0;
   virtual double group_lr(const torch::optim::OptimizerOptions& group) const { return group.get_lr(); }
   virtual std::optional<torch::Tensor> filter_coef(const torch::optim::OptimizerOptions& group,
                                                    const torch::Device& device) const {

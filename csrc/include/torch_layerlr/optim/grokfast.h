@@ -42,6 +42,7 @@ class GrokfastAdamW : public FusedOptimizer {
                                  const torch::Tensor& param) const override;
   const std::vector<double>& lr_mult(const torch::optim::OptimizerOptions& group) const override;
   const std::string& state_precision(const torch::optim::OptimizerOptions& group) const override;
+  void set_state_precision(torch::optim::OptimizerOptions& group, const std::string& precision) const override;
   std::optional<torch::Tensor> filter_coef(const torch::optim::OptimizerOptions& group,
                                            const torch::Device& device) const override;
   std::optional<double> filter_key(const torch::optim::OptimizerOptions& group) const override;

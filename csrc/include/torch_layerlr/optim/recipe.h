@@ -7,6 +7,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace torch_layerlr::optim {
@@ -63,6 +64,13 @@ void fused_step_(const StepTensors& tensors, const Recipe& recipe, const StepInp
 
 /// layerlr::fused_step_check: every check fused_step_ makes, on metadata only, without running the step.
 void fused_step_check(const StepTensors& tensors, const Recipe& recipe, const StepInputs& inputs);
+
+/// layerlr::quantize_blockwise: float32 CPU values -> (uint8 codes of their shape, one float32 absmax per block),
+/// with the map of first moments, buffers and filters (signed_map) or of second moments: the fused step's encoder.
+std::tuple<at::Tensor, at::Tensor> quantize_blockwise(const at::Tensor& values, bool signed_map);
+
+/// layerlr::dequantize_blockwise: the float32 values of uint8 CPU codes and their absmax (the fused step's decoder).
+at::Tensor dequantize_blockwise(const at::Tensor& codes, const at::Tensor& absmax, bool signed_map);
 
 /// layerlr::dals_phase_: advance the DALS loss-phase detector and write the phase's filter coefficients.
 void dals_phase_(const at::Tensor& detector, const at::Tensor& filter_coef, const at::Tensor& loss, double tau1,

@@ -5,12 +5,15 @@
 //   "int8": uint8 codes and `<name>_absmax`, one float32 absmax per block of kQuantBlock elements
 // Tensors of fewer than kInt8MinNumel elements keep "fp32" state under "int8": their state is small, and
 // quantizing it costs accuracy (bitsandbytes' min_8bit_size).
+// A buffer converts from one form to another through its float32 values (convert_state), as the Python classes
+// convert a checkpoint of another precision.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace torch_layerlr::optim {
 
@@ -32,5 +35,15 @@ at::Tensor new_absmax(const at::Tensor& param);
 /// read when `check_values` (a loaded archive: a crafted one may hold negative or non-finite scales).
 void check_state_form(const std::string& where, const at::Tensor& buffer, const at::Tensor& absmax,
                       const at::Tensor& param, const std::string& precision, bool check_values);
+
+/// State buffer `name` of `param`, kept in the form `from` (`absmax`: its absmax when "int8", else undefined), in
+/// the form `to`: (buffer, absmax; undefined unless `to` is "int8"), on the param's device. The float32 values
+/// (int8 decoded by the engine's dequantize_blockwise) become the param's dtype ("fp32"), bfloat16 rounded to
+/// nearest ("bf16") or the engine's quantize_blockwise codes ("int8", on the CPU), the map signed except for
+/// exp_avg_sq: the Python classes' to_float / from_float, so a C++ and a Python load agree bit for bit. `buffer`
+/// must have passed check_state_form in the form `from`.
+std::pair<at::Tensor, at::Tensor> convert_state(const std::string& name, const at::Tensor& buffer,
+                                                const at::Tensor& absmax, const at::Tensor& param,
+                                                const std::string& from, const std::string& to);
 
 }  // namespace torch_layerlr::optim
