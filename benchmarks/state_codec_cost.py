@@ -104,11 +104,7 @@ def main() -> int:
         print(json.dumps(codec_costs()))
         return 0
     report = ST.Report(args.markdown)
-    report.text("# torch_layerlr: where the int8 step's time goes\n")
-    report.text("Command: `" + " ".join(["python", os.path.relpath(sys.argv[0], ST.ROOT)] + sys.argv[1:]) + "`\n")
-    for line in ST.machine_lines():
-        report.text(line)
-    report.text()
+    report.header("torch_layerlr: where the int8 step's time goes")
     costs = {}
     for width in WIDTHS:
         env = {**os.environ, "LAYERLR_CPU_CAPABILITY": width}

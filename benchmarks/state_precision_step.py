@@ -160,11 +160,7 @@ def main() -> int:
     args = ap.parse_args()
     ST.EVICT = ST.Evictor(not args.no_evict)
     report = ST.Report(args.markdown)
-    report.text("# torch_layerlr: low-precision optimizer state, step time and memory\n")
-    report.text("Command: `" + " ".join(["python", os.path.relpath(sys.argv[0], ST.ROOT)] + sys.argv[1:]) + "`\n")
-    for line in ST.machine_lines():
-        report.text(line)
-    report.text()
+    report.header("torch_layerlr: low-precision optimizer state, step time and memory")
     for layout in args.layouts.split(","):
         bench(layout, args.optimizers.split(","), args.rounds, args.warmup, not args.no_memory, report)
     report.text("`load` * : other processes used more than 10% of the CPU during the row's timed rounds.")

@@ -862,6 +862,14 @@ class Report:
         print(s, flush=True)
         self.md.append(s)
 
+    def header(self, title: str) -> None:
+        """The title, the command line that made the report and the machine it ran on."""
+        self.text(f"# {title}\n")
+        self.text("Command: `" + " ".join(["python", os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]) + "`\n")
+        for line in machine_lines():
+            self.text(line)
+        self.text()
+
     def log(self, s: str) -> None:  # progress lines: console only
         print(s, flush=True)
 
@@ -1061,11 +1069,7 @@ def main() -> int:
             ap.error(f"unknown layout {lay!r}: choose from {', '.join(LAYOUTS)}")
 
     report = Report(args.markdown)
-    report.text("# torch_layerlr step throughput\n")
-    report.text("Command: `" + " ".join(["python"] + [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]) + "`\n")
-    for line in machine_lines():
-        report.text(line)
-    report.text()
+    report.header("torch_layerlr step throughput")
 
     if args.check:
         ok = run_check(opt_names, tuple(i for i in impls if i != "fused"), not args.no_baselines, report)
