@@ -162,7 +162,8 @@ struct LowPrecisionFunctor {
           for (int ii = 0; ii < kPerLane; ++ii) {
             const int i = lane + 32 * ii;
             if (i < len) {
-              static_cast<uint8_t*>(state)[ch.offset + base + i] = quant_encode(k != kExpAvgSqSlot, slot_map(k), x[ii] * inv);
+              static_cast<uint8_t*>(state)[ch.offset + base + i] =
+                  quant_encode(k != kExpAvgSqSlot, slot_map(k), x[ii] * inv);
             }
           }
           if (lane == 0) static_cast<float*>(tl.addresses[kFilterAbsmaxIdx + k][ch.slot])[block] = absmax;
