@@ -229,8 +229,7 @@ std::vector<FusedOptimizer::Bucket> FusedOptimizer::plan(
           if (precision == "int8") state->absmax(n) = new_absmax(p);
           changed = true;
         } else {  // state kept in another form (the group's state_precision changed since) is refused here
-          check_state_form("state of param " + std::to_string(i) + " of group " + std::to_string(g) + ": " + n, buf,
-                           state->absmax(n), p, precision, /*check_values=*/false);
+          check_state_form(g, i, n, buf, state->absmax(n), p, precision, /*check_values=*/false);
         }
       }
       b.tensors.params.push_back(p);
@@ -360,7 +359,7 @@ void check_loaded_state(FusedParamState& state, const torch::Tensor& p, const st
       TORCH_CHECK_VALUE(!absmax.defined(), where, name, "_absmax is present without ", name);
       continue;
     }
-    check_state_form(where + name, buf, absmax, p, saved, /*check_values=*/true);
+    check_state_form(g, i, name, buf, absmax, p, saved, /*check_values=*/true);
     if (saved != form) {
       std::tie(buf, absmax) = convert_state(name, buf, absmax, p, saved, form);
     } else if (form == "fp32") {

@@ -4,11 +4,23 @@
 
 #include <ATen/ATen.h>
 
+#include <ostream>
+
 namespace torch_layerlr::optim {
 
 namespace {
 
 int64_t blocks(int64_t numel) { return (numel + kQuantBlock - 1) / kQuantBlock; }
+
+// "state of param i of group g: name", written only into an error message.
+struct StateName {
+  size_t group, param;
+  const std::string& name;
+};
+
+std::ostream& operator<<(std::ostream& os, const StateName& s) {
+  return os << "state of param " << s.param << " of group " << s.group << ": " << s.name;
+}
 
 }  // namespace
 
@@ -33,13 +45,15 @@ at::Tensor new_absmax(const at::Tensor& param) {
   return at::zeros({blocks(param.numel())}, at::TensorOptions().dtype(at::kFloat).device(param.device()));
 }
 
-void check_state_form(const std::string& where, const at::Tensor& buffer, const at::Tensor& absmax,
-                      const at::Tensor& param, const std::string& precision, bool check_values) {
-  TORCH_CHECK_VALUE(buffer.sizes() == param.sizes(), where, " has shape ", buffer.sizes(), " but the param has ",
-                    param.sizes());
+void check_state_form(size_t group, size_t param, const std::string& name, const at::Tensor& buffer,
+                      const at::Tensor& absmax, const at::Tensor& param_tensor, const std::string& precision,
+                      bool check_values) {
+  const StateName where{group, param, name};
+  TORCH_CHECK_VALUE(buffer.sizes() == param_tensor.sizes(), where, " has shape ", buffer.sizes(),
+                    " but the param has ", param_tensor.sizes());
   if (precision == "fp32") {
     TORCH_CHECK_TYPE(buffer.is_floating_point(), where, " has dtype ", buffer.scalar_type(),
-                     ", which cannot hold the state of a ", param.scalar_type(), " param");
+                     ", which cannot hold the state of a ", param_tensor.scalar_type(), " param");
   } else {
     const auto dtype = precision == "bf16" ? at::kBFloat16 : at::kByte;
     TORCH_CHECK_TYPE(buffer.scalar_type() == dtype, where, " has dtype ", buffer.scalar_type(),
@@ -50,7 +64,7 @@ void check_state_form(const std::string& where, const at::Tensor& buffer, const 
                       "param's state is ", precision, ")");
     return;
   }
-  const int64_t n = blocks(param.numel());
+  const int64_t n = blocks(param_tensor.numel());
   TORCH_CHECK_VALUE(absmax.defined(), where, "_absmax is missing: int8 state keeps one absmax per ", kQuantBlock,
                     " elements");
   TORCH_CHECK_TYPE(absmax.scalar_type() == at::kFloat && absmax.dim() == 1 && absmax.size(0) == n, where,

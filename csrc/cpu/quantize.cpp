@@ -19,7 +19,7 @@ namespace {
 // Blocks per task: enough work to pay for a task.
 constexpr int64_t kBlocksPerTask = 64;
 
-void check_cpu_contiguous(const at::Tensor& t, const char* name, at::ScalarType dtype) {
+void check_cpu_strided(const at::Tensor& t, const char* name, at::ScalarType dtype) {
   TORCH_CHECK_VALUE(t.defined(), name, " is undefined");
   TORCH_CHECK_VALUE(t.device().is_cpu() && t.layout() == at::kStrided, name, " must be a strided CPU tensor, got ",
                     t.device(), " ", t.layout());
@@ -29,7 +29,7 @@ void check_cpu_contiguous(const at::Tensor& t, const char* name, at::ScalarType 
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> quantize_blockwise(const at::Tensor& values, bool is_signed) {
-  check_cpu_contiguous(values, "values", at::kFloat);
+  check_cpu_strided(values, "values", at::kFloat);
   const at::Tensor x = values.contiguous();
   const int64_t n = x.numel();
   at::Tensor codes = at::empty(x.sizes(), x.options().dtype(at::kByte));
@@ -49,8 +49,8 @@ std::tuple<at::Tensor, at::Tensor> quantize_blockwise(const at::Tensor& values, 
 }
 
 at::Tensor dequantize_blockwise(const at::Tensor& codes, const at::Tensor& absmax, bool is_signed) {
-  check_cpu_contiguous(codes, "codes", at::kByte);
-  check_cpu_contiguous(absmax, "absmax", at::kFloat);
+  check_cpu_strided(codes, "codes", at::kByte);
+  check_cpu_strided(absmax, "absmax", at::kFloat);
   const int64_t n = codes.numel();
   TORCH_CHECK_VALUE(absmax.dim() == 1 && absmax.numel() == quant_blocks(n), "absmax must hold one value per ",
                     kQuantBlock, " codes: ", quant_blocks(n), " for ", n, " codes, got shape ", absmax.sizes());

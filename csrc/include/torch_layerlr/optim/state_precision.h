@@ -30,11 +30,13 @@ std::string tensor_precision(const std::string& group_precision, const at::Tenso
 at::Tensor new_state_buffer(const at::Tensor& param, const std::string& precision);
 at::Tensor new_absmax(const at::Tensor& param);
 
-/// Raise c10::Error naming `where` unless `buffer` (and `absmax`, which only "int8" state has) can be the state
-/// of `param` in the form `precision`: dtype, shape and device as the engine takes them. The absmax values are
-/// read when `check_values` (a loaded archive: a crafted one may hold negative or non-finite scales).
-void check_state_form(const std::string& where, const at::Tensor& buffer, const at::Tensor& absmax,
-                      const at::Tensor& param, const std::string& precision, bool check_values);
+/// Raise c10::Error naming buffer `name` of param `param` of group `group` unless `buffer` (and `absmax`, which
+/// only "int8" state has) can be the state of `param_tensor` in the form `precision`: dtype, shape and device as the
+/// engine takes them. The absmax values are read when `check_values` (a loaded archive: a crafted one may hold
+/// negative or non-finite scales). Every step checks its state with it, so the name is only formatted on failure.
+void check_state_form(size_t group, size_t param, const std::string& name, const at::Tensor& buffer,
+                      const at::Tensor& absmax, const at::Tensor& param_tensor, const std::string& precision,
+                      bool check_values);
 
 /// State buffer `name` of `param`, kept in the form `from` (`absmax`: its absmax when "int8", else undefined), in
 /// the form `to`: (buffer, absmax; undefined unless `to` is "int8"), on the param's device. The float32 values
